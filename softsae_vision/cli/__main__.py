@@ -1,0 +1,5 @@
+import sys
+
+from softsae_vision.cli import main
+
+sys.exit(main())
