@@ -30,7 +30,7 @@ class ActivationSource(Protocol):
         ...
 
     def batches(self, batch_size: int, seed: int, start: int = 0) -> Iterator[torch.Tensor]:
-        """Yield (batch_size, d) float32 batches forever, reshuffled each epoch, from batch ``start``."""
+        """Yield (batch_size, d) float32 batches forever, reshuffled per epoch, from ``start``."""
         ...
 
     def iter_eval(self, batch_size: int) -> Iterator[tuple[str, torch.Tensor]]:

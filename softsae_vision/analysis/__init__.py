@@ -1,0 +1,1 @@
+"""Analyses of an SAE on an activation store."""

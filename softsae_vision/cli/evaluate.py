@@ -1,0 +1,65 @@
+"""``softsae eval RUN DATA``: pooled held-out metrics in raw activation space."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub, name: str) -> None:
+    p = sub.add_parser(name, help="evaluate an SAE run on held-out data")
+    p.add_argument("run_dir", metavar="RUN", help="run directory (or its sae.safetensors)")
+    p.add_argument("data", metavar="DATA", help=".npy file (N, d) or activation store directory")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--layer", default=None, help="store layer (default: the run's)")
+    p.add_argument(
+        "--tokens",
+        default=None,
+        choices=("patch", "cls", "register", "all"),
+        help="store token type (default: the run's)",
+    )
+    p.add_argument("--batch-size", type=int, default=4096, help="rows per evaluation batch")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(run=run)
+
+
+def format_metrics(metrics: dict, indent: str = "") -> str:
+    """Human-readable metrics, one per line, groups indented below."""
+    lines = []
+    for key, value in metrics.items():
+        if key == "groups":
+            for group, sub in value.items():
+                lines.append(f"{indent}[{group}]")
+                lines.append(format_metrics(sub, indent + "  "))
+        elif isinstance(value, float):
+            lines.append(f"{indent}{key:<14} {value:.5g}")
+        else:
+            lines.append(f"{indent}{key:<14} {value}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from softsae_vision.data.sources import open_source
+    from softsae_vision.errors import SoftSAEError
+    from softsae_vision.sae import load_sae
+    from softsae_vision.training import evaluate
+
+    sae = load_sae(args.run_dir)
+    run_dir = Path(args.run_dir)
+    run_dir = run_dir.parent if run_dir.suffix == ".safetensors" else run_dir
+    trained_on = json.loads((run_dir / "config.json").read_text()).get("data", {})
+    layer, tokens = args.layer, args.tokens
+    if Path(args.data).is_dir() and trained_on.get("kind") == "store":
+        layer = layer if layer is not None else trained_on.get("layer")
+        tokens = tokens or trained_on.get("tokens")
+    source = open_source(args.data, layer=layer, tokens=tokens)
+    if source.d != sae.d_in:
+        raise SoftSAEError(
+            f"data width d={source.d} does not match the SAE's d_in={sae.d_in}; "
+            "evaluate on activations from the layer the SAE was trained on"
+        )
+    metrics = evaluate(sae, source.iter_eval(args.batch_size), device=args.device)
+    print(json.dumps(metrics, indent=2) if args.json else format_metrics(metrics))
+    return 0

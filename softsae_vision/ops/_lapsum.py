@@ -1,0 +1,135 @@
+"""LapSum numerics shared by every soft top-k path: the Laplace CDF, the closed-form
+threshold solve on sorted rows, and the implicit-function backward.
+
+Everything here works in float64 on whatever rows it is given; the callers decide which
+entries of a row take part (all of them, or the top candidates).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from softsae_vision.ops import _inline_math as im
+
+LOG2 = math.log(2.0)
+
+
+def laplace_cdf(t: Tensor) -> Tensor:
+    """Φ(t) of the standard Laplace law, from the branch without cancellation."""
+    half_tail = im.exp(-t.abs()) * 0.5
+    return torch.where(t <= 0, half_tail, 1.0 - half_tail)
+
+
+# Rows whose knots span at most this many α can use plain exponentials around their middle
+# (every factor within e^{±350}, every knot sum above e^{−700}: no overflow, no underflow).
+_PLAIN_SPREAD = 700.0
+
+# (P (R, N), Q (R, N), and a function of the chosen knot j (R, 1) giving log P_j, log Q_j)
+_KnotSums = tuple[Tensor, Tensor, Callable[[Tensor], tuple[Tensor, Tensor]]]
+
+
+def _knot_sums_plain(v_RN: Tensor, w_RN: Tensor | None) -> _KnotSums:
+    """P_j = Σ_{i<j} w_i e^{v_j − v_i} and Q_j = Σ_{i>j} w_i e^{v_i − v_j} by cumulative sums."""
+    c_R1 = 0.5 * (v_RN[:, :1] + v_RN[:, -1:])
+    e_RN = im.exp(c_R1 - v_RN)  # increasing along the row
+    down_RN = e_RN if w_RN is None else w_RN * e_RN
+    up_RN = torch.reciprocal(e_RN) if w_RN is None else w_RN / e_RN
+    P_RN = torch.zeros_like(v_RN)
+    P_RN[:, 1:] = torch.cumsum(down_RN, dim=1)[:, :-1]
+    P_RN /= e_RN
+    Q_RN = torch.zeros_like(v_RN)
+    Q_RN[:, :-1] = torch.cumsum(up_RN.flip(1), dim=1).flip(1)[:, 1:]
+    Q_RN *= e_RN
+
+    def log_at(j_R1: Tensor) -> tuple[Tensor, Tensor]:
+        return im.log(P_RN.gather(1, j_R1)[:, 0]), im.log(Q_RN.gather(1, j_R1)[:, 0])
+
+    return P_RN, Q_RN, log_at
+
+
+def _knot_sums_log(v_RN: Tensor, w_RN: Tensor | None) -> _KnotSums:
+    """P and Q as in _knot_sums_plain, through log-cumulative sums: any spread of knots."""
+    log_w_RN = None if w_RN is None else im.log(w_RN)  # -inf for weight 0
+    down_RN = -v_RN if log_w_RN is None else log_w_RN - v_RN
+    up_RN = v_RN if log_w_RN is None else log_w_RN + v_RN
+    lse_down_RN = torch.logcumsumexp(down_RN, dim=1)  # log Σ_{i≤j} w_i e^{−v_i}
+    lse_up_RN = torch.logcumsumexp(up_RN.flip(1), dim=1).flip(1)  # log Σ_{i≥j} w_i e^{v_i}
+    P_RN = torch.zeros_like(v_RN)
+    P_RN[:, 1:] = im.exp(v_RN[:, 1:] + lse_down_RN[:, :-1])
+    Q_RN = torch.zeros_like(v_RN)
+    Q_RN[:, :-1] = im.exp(lse_up_RN[:, 1:] - v_RN[:, :-1])
+    N = v_RN.shape[1]
+
+    def log_at(j_R1: Tensor) -> tuple[Tensor, Tensor]:
+        v_R = v_RN.gather(1, j_R1)[:, 0]
+        before_R = lse_down_RN.gather(1, (j_R1 - 1).clamp(min=0))[:, 0]
+        after_R = lse_up_RN.gather(1, (j_R1 + 1).clamp(max=N - 1))[:, 0]
+        log_P_R = torch.where(j_R1[:, 0] > 0, v_R + before_R, -math.inf)
+        log_Q_R = torch.where(j_R1[:, 0] < N - 1, after_R - v_R, -math.inf)
+        return log_P_R, log_Q_R
+
+    return P_RN, Q_RN, log_at
+
+
+def solve_threshold(v_RN: Tensor, k_R: Tensor, w_RN: Tensor | None = None) -> Tensor:
+    """Return u (R,) with Σ_j w_j Φ(v_j − u) = k for each row (float64, exact, no iteration).
+
+    v_RN holds each row's knots sorted in descending order (float64, finite), w_RN their
+    multiplicities (≥ 0; None means all ones). The sum S(u) is decreasing in u; at the knot
+    u = v_j it is S_j = W_{<j} + w_j/2 − P_j/2 + Q_j/2 with P_j = Σ_{i<j} w_i e^{v_j − v_i}
+    and Q_j = Σ_{i>j} w_i e^{v_i − v_j}, every exponent ≤ 0. The root lies between the last
+    knot with S_j ≤ k and the next one, where S is a quadratic in e^u; it is solved in the
+    log domain, so gaps of any size between knots neither overflow nor underflow.
+    """
+    R, N = v_RN.shape
+    if w_RN is None:
+        w_incl_RN = torch.arange(1, N + 1, dtype=v_RN.dtype, device=v_RN.device).expand(R, N)
+    else:
+        w_incl_RN = torch.cumsum(w_RN, dim=1)
+    plain = R == 0 or float((v_RN[:, 0] - v_RN[:, -1]).max()) <= _PLAIN_SPREAD
+    P_RN, Q_RN, log_sums_at = (_knot_sums_plain if plain else _knot_sums_log)(v_RN, w_RN)
+    S_RN = (Q_RN - P_RN).mul_(0.5).add_(w_incl_RN)
+    S_RN -= 0.5 if w_RN is None else 0.5 * w_RN
+
+    # m knots have S ≤ k: the root lies in [v_{m+1}, v_m] (1-based); m = 0: above every knot.
+    m_R = (k_R[:, None] >= S_RN).sum(dim=1)
+    j_R1 = (m_R - 1).clamp(min=0)[:, None]
+    above_R = m_R > 0
+
+    def at_j(t_RN: Tensor) -> Tensor:
+        return t_RN.gather(1, j_R1)[:, 0]
+
+    log_Pj_R, log_Qj_R = log_sums_at(j_R1)
+    log_wj_R = torch.zeros_like(log_Pj_R) if w_RN is None else im.log(at_j(w_RN))
+    # With c = v_m (v_1 when m = 0) and x = e^{u − c}: S(u) = W − a·x/2 + b/(2x), so
+    # a x² + 2(k − W) x − b = 0 with a = Σ_{i≤m} w_i e^{c − v_i}, b = Σ_{i>m} w_i e^{v_i − c}.
+    log_a_R = torch.where(above_R, torch.logaddexp(log_Pj_R, log_wj_R), -math.inf)
+    log_b_R = torch.where(above_R, log_Qj_R, torch.logaddexp(log_Qj_R, log_wj_R))
+    e_R = torch.where(above_R, at_j(w_incl_RN), 0.0) - k_R  # W_{≤m} − k
+    log_e_R = im.log(e_R.abs())
+    # log(|e| + √(e² + ab)); the positive root is that over a (e > 0) or b over it (e ≤ 0).
+    log_big_R = torch.logaddexp(log_e_R, 0.5 * torch.logaddexp(2 * log_e_R, log_a_R + log_b_R))
+    log_x_R = torch.where(e_R > 0, log_big_R - log_a_R, log_b_R - log_big_R)
+    return at_j(v_RN) + log_x_R
+
+
+def implicit_backward(t_RN: Tensor, g_RN: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """Return (∂L/∂r (R, N), ∂L/∂k (R,)) from t = (r − b)/α and g = ∂L/∂p (float64).
+
+    With φ_i = ½e^{−|t_i|} and q = φ/Σφ: ∂L/∂k = Σ q g and ∂L/∂r_j = φ_j/α (g_j − Σ q g).
+    q is formed as a softmax so it stays defined when every φ underflows; entries with
+    t = −inf take no part. Rows where every t is −inf give zeros.
+    """
+    neg_abs_RN = -t_RN.abs()
+    top_R1 = neg_abs_RN.amax(dim=1, keepdim=True)
+    top_R1 = torch.where(torch.isfinite(top_R1), top_R1, torch.zeros_like(top_R1))
+    e_RN = im.exp(neg_abs_RN - top_R1)  # φ / (½ e^{top}), at most 1
+    sum_e_R1 = e_RN.sum(dim=1, keepdim=True)
+    grad_k_R = (e_RN * g_RN).sum(dim=1) / sum_e_R1[:, 0].clamp_min(torch.finfo(e_RN.dtype).tiny)
+    scale_R1 = 0.5 * im.exp(top_R1) / alpha
+    grad_r_RN = (g_RN - grad_k_R[:, None]) * e_RN * scale_R1
+    return grad_r_RN, grad_k_R

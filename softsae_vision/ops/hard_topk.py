@@ -1,0 +1,60 @@
+"""Hard per-row top-k with a per-row k: the selection SAEs run at inference."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from softsae_vision.errors import SoftSAEError
+
+
+def _check_hard_k(k: int | Tensor, B: int, F: int, device: torch.device) -> Tensor:
+    """Return k as an int64 (B,) tensor with values in [0, F]."""
+    if isinstance(k, Tensor):
+        if k.is_floating_point() or k.is_complex() or k.dtype == torch.bool:
+            raise SoftSAEError(
+                f"hard_topk: k must be an integer tensor, got {k.dtype}; "
+                "round a real-valued k first (e.g. k.floor().long())"
+            )
+        if k.dim() == 0:
+            k_B = k.reshape(1).expand(B)
+        elif k.shape in ((B,), (B, 1)):
+            k_B = k.reshape(B)
+        else:
+            raise SoftSAEError(
+                f"hard_topk: k must be an int or have shape ({B},) to match x, got {tuple(k.shape)}"
+            )
+        k_B = k_B.to(device=device, dtype=torch.int64)
+    elif isinstance(k, int) and not isinstance(k, bool):
+        k_B = torch.full((B,), k, dtype=torch.int64, device=device)
+    else:
+        raise SoftSAEError(f"hard_topk: k must be an int or an integer tensor, got {type(k)}")
+    if B and (int(k_B.min()) < 0 or int(k_B.max()) > F):
+        raise SoftSAEError(
+            f"hard_topk: every k must lie in [0, F = {F}]; "
+            f"got values in [{int(k_B.min())}, {int(k_B.max())}]"
+        )
+    return k_B
+
+
+def hard_topk(x: Tensor, k: int | Tensor) -> Tensor:
+    """Return x with all but the k_b largest entries of each row b set to zero.
+
+    x: (B, F) (or (F,) for one row); k: an int, or an integer (B,) tensor with values in
+    [0, F]. One ``torch.topk`` with the batch's largest k, a mask of the first k_b positions,
+    and a scatter into zeros: no full sort. The gradient reaches the kept entries only
+    (as x's own gradient there; 0 elsewhere). Among tied values, which are kept follows
+    ``torch.topk`` (deterministic for a given input and device).
+    """
+    if not isinstance(x, Tensor) or x.dim() not in (1, 2):
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise SoftSAEError(f"hard_topk: x must be a (B, F) or (F,) tensor, got {shape}")
+    x_BF = x if x.dim() == 2 else x[None]
+    B, F = x_BF.shape
+    k_B = _check_hard_k(k, B, F, x_BF.device)
+    k_max = int(k_B.max()) if B else 0
+    vals_BK, idx_BK = torch.topk(x_BF, k_max, dim=1, sorted=True)
+    keep_BK = torch.arange(k_max, device=x_BF.device)[None, :] < k_B[:, None]
+    vals_BK = torch.where(keep_BK, vals_BK, torch.zeros_like(vals_BK))
+    out_BF = torch.zeros_like(x_BF).scatter_(1, idx_BK, vals_BK)  # in place: no extra copy
+    return out_BF if x.dim() == 2 else out_BF[0]

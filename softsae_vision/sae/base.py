@@ -1,0 +1,283 @@
+"""What every SAE shares: normalisation, tied-init encoder/decoder, a registry, save and load.
+
+Conventions (all architectures):
+- Input normalisation lives in the model as buffers: x̃ = (x − mean) / scale with
+  scale = sqrt(E‖x − mean‖²), so E‖x̃‖² = 1 and the normalised MSE reads like an FVU. (The
+  reference code divides by the RMS norm of the *uncentred* data; centring first makes the scale
+  independent of the data's offset, which for ViT residual streams is large.)
+- Pre-activations z = ReLU((x̃ − b_dec) W_encᵀ + b_enc), shape (B, F).
+- Decoder x̂̃ = f W_dec + b_dec with W_dec of shape (F, d): each latent's decoder direction is a
+  row, kept at unit norm by the trainer.
+- ``encode``/``decode``/``forward`` take and return *raw* activations; the training path
+  (:meth:`BaseSAE.train_output`) works in normalised space.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from softsae_vision._version import __version__
+from softsae_vision.errors import SoftSAEError
+
+SCHEMA_VERSION = 1
+WEIGHTS_FILE = "sae.safetensors"
+CONFIG_FILE = "config.json"
+
+SAE_REGISTRY: dict[str, type[BaseSAE]] = {}
+
+
+def register_sae(name: str):
+    """Class decorator: make an SAE class loadable by its architecture name."""
+
+    def decorate(cls: type[BaseSAE]) -> type[BaseSAE]:
+        cls.architecture = name
+        SAE_REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+@dataclass
+class SAEOutput:
+    """What ``forward`` returns, in raw activation space."""
+
+    x_hat: Tensor  # (B, d)
+    codes: Tensor  # (B, F)
+    k_hat: Tensor | None = None  # (B,), SoftSAE only
+
+
+@dataclass
+class StepContext:
+    """Per-step training state an SAE may need (set by the trainer's schedules)."""
+
+    phase: str = "soft"  # "soft" or "hard" (SoftSAE); other architectures ignore it
+    alpha: float = 1e-4
+    k_target: float = 32.0
+
+
+@dataclass
+class TrainOutput:
+    """The training-path result in normalised space."""
+
+    x_hat: Tensor  # (B, d) normalised reconstruction
+    codes: Tensor  # (B, F) the latents actually used
+    pre_acts: Tensor  # (B, F) z before selection (for AuxK)
+    recon_loss: Tensor | None = None  # set when the architecture defines its own (Matryoshka)
+    extra_losses: dict[str, Tensor] = field(default_factory=dict)  # already weighted
+    k_hat: Tensor | None = None  # (B,) float32
+
+
+class BaseSAE(nn.Module):
+    """Shared parameters, normalisation and I/O; subclasses define latent selection."""
+
+    architecture: ClassVar[str] = "base"
+
+    def __init__(self, d_in: int, n_latents: int, seed: int | None = None) -> None:
+        super().__init__()
+        if d_in < 1 or n_latents < 1:
+            raise SoftSAEError(f"d_in and n_latents must be positive, got {d_in}, {n_latents}")
+        self.d_in = int(d_in)
+        self.n_latents = int(n_latents)
+        gen = torch.Generator().manual_seed(0 if seed is None else seed)
+        w_dec_FD = torch.randn(n_latents, d_in, generator=gen)
+        w_dec_FD /= w_dec_FD.norm(dim=1, keepdim=True)
+        self.W_dec = nn.Parameter(w_dec_FD)
+        self.W_enc = nn.Parameter(w_dec_FD.clone())
+        self.b_enc = nn.Parameter(torch.zeros(n_latents))
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
+        self.register_buffer("norm_mean", torch.zeros(d_in))
+        self.register_buffer("norm_scale", torch.ones(()))
+
+    # ----------------------------------------------------------------- hyperparameters
+    def hparams(self) -> dict[str, Any]:
+        """Architecture-specific constructor arguments (beyond d_in, n_latents)."""
+        return {}
+
+    # ----------------------------------------------------------------- normalisation
+    @torch.no_grad()
+    def fit_normalization(self, sample_ND: Tensor) -> None:
+        """Set mean and scale from a sample of raw activations, and b_dec to their median."""
+        sample_ND = _check_acts(sample_ND, self.d_in).float()
+        mean_D = sample_ND.mean(0)
+        scale = (sample_ND - mean_D).pow(2).sum(-1).mean().sqrt()
+        if not torch.isfinite(scale) or scale <= 0:
+            raise SoftSAEError("activations are constant; cannot fit normalisation")
+        self.norm_mean.copy_(mean_D)
+        self.norm_scale.copy_(scale)
+        self.b_dec.copy_(geometric_median(self.normalize(sample_ND)))
+
+    def normalize(self, x_BD: Tensor) -> Tensor:
+        return (x_BD - self.norm_mean) / self.norm_scale
+
+    def denormalize(self, x_BD: Tensor) -> Tensor:
+        return x_BD * self.norm_scale + self.norm_mean
+
+    # ----------------------------------------------------------------- core math
+    def pre_acts(self, xn_BD: Tensor) -> Tensor:
+        """z = ReLU((x̃ − b_dec) W_encᵀ + b_enc), shape (B, F)."""
+        return torch.relu(torch.addmm(self.b_enc, xn_BD - self.b_dec, self.W_enc.t()))
+
+    def decode_normalized(self, codes_BF: Tensor) -> Tensor:
+        return torch.addmm(self.b_dec, codes_BF, self.W_dec)
+
+    def select(self, z_BF: Tensor, xn_BD: Tensor) -> Tensor:
+        """Inference-time latent selection from pre-activations (hard)."""
+        raise NotImplementedError
+
+    def train_output(self, xn_BD: Tensor, ctx: StepContext) -> TrainOutput:
+        """Training-path forward in normalised space; default: inference selection."""
+        z_BF = self.pre_acts(xn_BD)
+        codes_BF = self.select(z_BF, xn_BD)
+        return TrainOutput(self.decode_normalized(codes_BF), codes_BF, z_BF)
+
+    # ----------------------------------------------------------------- public API
+    def encode(self, x_BD: Tensor) -> Tensor:
+        """Sparse codes (B, F) of raw activations, with inference-time (hard) selection."""
+        xn_BD = self.normalize(_check_acts(x_BD, self.d_in).to(self.W_enc.dtype))
+        return self.select(self.pre_acts(xn_BD), xn_BD)
+
+    def decode(self, codes_BF: Tensor) -> Tensor:
+        """Raw-space reconstruction (B, d) from codes (B, F)."""
+        return self.denormalize(self.decode_normalized(codes_BF))
+
+    def forward(self, x_BD: Tensor) -> SAEOutput:
+        codes_BF = self.encode(x_BD)
+        return SAEOutput(self.decode(codes_BF), codes_BF)
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """Rescale decoder rows to unit norm (called after every optimiser step)."""
+        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+    @torch.no_grad()
+    def project_decoder_grad(self) -> None:
+        """Remove from W_dec's gradient its component along each (unit) decoder row."""
+        if self.W_dec.grad is not None:
+            along_F1 = (self.W_dec.grad * self.W_dec).sum(1, keepdim=True)
+            self.W_dec.grad -= along_F1 * self.W_dec
+
+    # ----------------------------------------------------------------- I/O
+    def config_dict(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "library_version": __version__,
+            "architecture": self.architecture,
+            "d_in": self.d_in,
+            "n_latents": self.n_latents,
+            "hparams": self.hparams(),
+            **(extra or {}),
+        }
+
+    def save(self, path: str | os.PathLike, extra_config: dict[str, Any] | None = None) -> Path:
+        """Write ``sae.safetensors`` and ``config.json`` into directory ``path`` (atomically)."""
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        config_path = out / CONFIG_FILE
+        config = self.config_dict(extra_config)
+        if config_path.exists():  # keep what the trainer recorded (data, training settings)
+            config = {**json.loads(config_path.read_text()), **config}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp))
+        write_json_atomic(config_path, config)
+        return out
+
+
+def _check_acts(x: Tensor, d_in: int) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise SoftSAEError(f"expected a torch.Tensor of activations, got {type(x).__name__}")
+    if x.ndim != 2 or x.shape[1] != d_in:
+        raise SoftSAEError(
+            f"activations must have shape (batch, {d_in}), got {tuple(x.shape)}; "
+            "check the layer/token width matches the SAE's d_in"
+        )
+    return x
+
+
+@torch.no_grad()
+def geometric_median(points_ND: Tensor, iters: int = 100, tol: float = 1e-6) -> Tensor:
+    """Weiszfeld's algorithm: the point minimising the sum of distances to ``points``."""
+    points_ND = points_ND.double()
+    median_D = points_ND.mean(0)
+    for _ in range(iters):
+        dist_N = (points_ND - median_D).norm(dim=1).clamp_min(1e-12)
+        w_N = 1.0 / dist_N
+        new_D = (w_N[:, None] * points_ND).sum(0) / w_N.sum()
+        shift = (new_D - median_D).norm()
+        median_D = new_D
+        if shift <= tol * max(1.0, median_D.norm().item()):
+            break
+    return median_D.float()
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then atomically rename the temp file onto ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to ``path`` atomically (never a half-written file)."""
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> BaseSAE:
+    """Load any saved SAE from a run directory or its ``sae.safetensors`` file."""
+    path = Path(path)
+    run_dir = path.parent if path.suffix == ".safetensors" else path
+    weights, config_path = run_dir / WEIGHTS_FILE, run_dir / CONFIG_FILE
+    if config_path.is_file() and '"status": "running"' in config_path.read_text():
+        raise SoftSAEError(
+            f"{run_dir} is an unfinished training run; finish it with "
+            f"`softsae train ... --out {run_dir} --resume`"
+        )
+    if not config_path.is_file() or not weights.is_file():
+        raise SoftSAEError(
+            f"{run_dir} is not an SAE run: expected {CONFIG_FILE} and {WEIGHTS_FILE} there "
+            "(train one with `softsae train`)"
+        )
+    try:
+        config = json.loads(config_path.read_text())
+        arch = config["architecture"]
+        d_in, n_latents, hparams = config["d_in"], config["n_latents"], config.get("hparams", {})
+    except (json.JSONDecodeError, KeyError) as err:
+        raise SoftSAEError(f"{config_path} is damaged or not an SAE config ({err})") from None
+    if config.get("schema_version", 0) > SCHEMA_VERSION:
+        raise SoftSAEError(
+            f"{run_dir} was written by a newer softsae-vision (schema "
+            f"{config['schema_version']}); upgrade the package to load it"
+        )
+    if arch not in SAE_REGISTRY:
+        raise SoftSAEError(f"unknown SAE architecture {arch!r}; known: {sorted(SAE_REGISTRY)}")
+    sae = SAE_REGISTRY[arch](d_in, n_latents, **hparams)
+    state = load_file(str(weights))
+    missing, unexpected = sae.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise SoftSAEError(
+            f"{weights} does not match architecture {arch!r} "
+            f"(missing {missing}, unexpected {unexpected})"
+        )
+    return sae.to(device).eval()
+
+
+def as_k_tensor(k: float, name: str = "k") -> float:
+    """Validate a positive finite sparsity hyperparameter."""
+    if not math.isfinite(k) or k <= 0:
+        raise SoftSAEError(f"{name} must be a positive number, got {k}")
+    return float(k)

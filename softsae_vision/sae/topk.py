@@ -1,0 +1,34 @@
+"""TopK SAE: exactly the K largest pre-activations of every input are kept."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from softsae_vision.errors import SoftSAEError
+from softsae_vision.ops import hard_topk
+from softsae_vision.sae.base import BaseSAE, register_sae
+
+
+def check_k(k: float, n_latents: int) -> None:
+    """Raise a clear error unless 0 < k < n_latents."""
+    if not 0 < k < n_latents:
+        raise SoftSAEError(
+            f"k must satisfy 0 < k < n_latents ({n_latents}), got {k}; "
+            "pick a smaller --k or a larger --n-latents"
+        )
+
+
+@register_sae("topk")
+class TopKSAE(BaseSAE):
+    """Per-row top-K selection (Gao et al., 2024)."""
+
+    def __init__(self, d_in: int, n_latents: int, k: int = 32, seed: int | None = None) -> None:
+        super().__init__(d_in, n_latents, seed)
+        check_k(k, n_latents)
+        self.k = int(k)
+
+    def hparams(self) -> dict:
+        return {"k": self.k}
+
+    def select(self, z_BF: Tensor, xn_BD: Tensor) -> Tensor:
+        return hard_topk(z_BF, self.k)

@@ -1,0 +1,140 @@
+import pytest
+import torch
+
+from softsae_vision import SoftSAEError
+from softsae_vision.sae import BatchTopKSAE, MatryoshkaSAE, ReLUSAE, SoftSAE, StepContext, TopKSAE
+from softsae_vision.sae.matryoshka import group_sizes
+
+D, F = 16, 64
+
+
+def test_topk_keeps_exactly_k_positive_latents():
+    sae = TopKSAE(D, F, k=5)
+    with torch.no_grad():
+        sae.b_enc.fill_(10.0)  # every pre-activation positive
+    codes = sae.encode(torch.randn(20, D))
+    assert ((codes != 0).sum(-1) == 5).all()
+
+
+def test_batchtopk_trains_with_batch_budget_and_infers_with_threshold():
+    sae = BatchTopKSAE(D, F, k=3)
+    with torch.no_grad():
+        sae.b_enc.fill_(10.0)
+    xn = torch.randn(10, D)
+    out = sae.train_output(xn, StepContext())
+    assert (out.codes != 0).sum() == 30  # K·B over the whole batch
+    per_row = (out.codes != 0).sum(-1)
+    assert per_row.sum() == 30
+    kept = out.codes[out.codes != 0]
+    assert sae.threshold == pytest.approx(kept.min().item())
+    z = sae.pre_acts(xn)
+    assert torch.equal(sae.select(z, xn), z * (z > sae.threshold))
+
+
+def test_batchtopk_threshold_is_an_ema():
+    sae = BatchTopKSAE(D, F, k=3, threshold_momentum=0.9)
+    sae.update_threshold(torch.tensor(1.0))
+    sae.update_threshold(torch.tensor(2.0))
+    assert sae.threshold.item() == pytest.approx(1.1)
+
+
+def test_matryoshka_loss_is_mean_of_prefix_losses():
+    sae = MatryoshkaSAE(D, F, k=4, group_fractions=(1 / 8, 1 / 4))
+    assert group_sizes(F, (1 / 8, 1 / 4)) == [8, 16, 40] == sae.group_sizes
+    xn = torch.randn(12, D)
+    out = sae.train_output(xn, StepContext())
+    losses = []
+    for end in (8, 24, 64):
+        x_hat = out.codes[:, :end] @ sae.W_dec[:end] + sae.b_dec
+        losses.append((x_hat - xn).pow(2).sum(-1).mean())
+    assert out.recon_loss.item() == pytest.approx(torch.stack(losses).mean().item(), rel=1e-5)
+    assert torch.allclose(out.x_hat, out.codes @ sae.W_dec + sae.b_dec, atol=1e-5)
+
+
+def test_matryoshka_rejects_fractions_leaving_no_rest():
+    with pytest.raises(SoftSAEError, match="fractions"):
+        MatryoshkaSAE(D, F, k=4, group_fractions=(0.5, 0.5))
+
+
+def test_relu_adds_weighted_l1():
+    sae = ReLUSAE(D, F, l1_coeff=0.5)
+    xn = torch.randn(6, D)
+    out = sae.train_output(xn, StepContext())
+    assert out.extra_losses["l1"].item() == pytest.approx(0.5 * out.codes.sum(-1).mean().item())
+
+
+class TestSoftSAE:
+    def test_k_hat_range_and_start(self):
+        sae = SoftSAE(D, F, k=4)
+        assert sae.k_max == 16
+        k = sae.predict_k(torch.randn(50, D))
+        assert k.dtype == torch.float32 and (k >= 1).all() and (k <= 16).all()
+        assert k.mean().item() == pytest.approx(8.0, rel=0.1)  # σ ≈ 1/2 at start
+
+    def test_hard_selection_keeps_floor_k_hat(self):
+        sae = SoftSAE(D, F, k=4)
+        x = torch.randn(30, D)
+        out = sae(x)
+        z = sae.pre_acts(sae.normalize(x))
+        expected = torch.minimum(out.k_hat.floor(), (z > 0).sum(-1).float())
+        assert torch.equal((out.codes != 0).sum(-1).float(), expected)
+
+    def test_k_hat_stays_fp32_under_bf16_autocast(self):
+        sae = SoftSAE(D, F, k=4)
+        x = torch.randn(7, D)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            k = sae.predict_k(x)
+        assert k.dtype == torch.float32
+        assert torch.allclose(k, sae.predict_k(x))
+
+    @pytest.mark.parametrize("estimator", ["paper", "lean"])
+    def test_soft_phase_trains_estimator_and_hard_phase_freezes_it(self, estimator):
+        sae = SoftSAE(D, F, k=4, estimator=estimator, estimator_hidden=8)
+        xn = torch.randn(10, D)
+        out = sae.train_output(xn, StepContext(phase="soft", alpha=1e-2, k_target=4.0))
+        loss = (out.x_hat - xn).pow(2).sum() + out.extra_losses["k"]
+        loss.backward()
+        assert sae.k_estimator[2].weight.grad.abs().sum() > 0
+        sae.zero_grad(set_to_none=True)
+        out = sae.train_output(xn, StepContext(phase="hard"))
+        (out.x_hat - xn).pow(2).sum().backward()
+        assert sae.k_estimator[2].weight.grad is None
+        assert sae.W_enc.grad.abs().sum() > 0
+
+    def test_soft_codes_are_latents_times_weights_summing_to_k(self):
+        sae = SoftSAE(D, F, k=4)
+        with torch.no_grad():
+            sae.b_enc.fill_(5.0)  # all latents positive so Σ(codes / z) = Σ p = k̂
+        xn = torch.randn(5, D)
+        out = sae.train_output(xn, StepContext(phase="soft", alpha=0.1, k_target=4.0))
+        weights = out.codes / sae.pre_acts(xn)
+        assert torch.allclose(weights.sum(-1), out.k_hat, rtol=1e-4)
+
+    def test_k_loss_is_one_sided_soft_hinge_on_batch_mean(self):
+        sae = SoftSAE(D, F, k=4, k_loss_beta=5.0)
+        xn = torch.randn(10, D)
+        mean_k = sae.predict_k_normalized(xn).mean()
+        for target in (1.0, 30.0):
+            out = sae.train_output(xn, StepContext(phase="soft", alpha=1e-2, k_target=target))
+            expected = torch.nn.functional.softplus(mean_k - target, beta=5.0)
+            assert out.extra_losses["k"].item() == pytest.approx(expected.item(), rel=1e-5)
+        assert out.extra_losses["k"].item() < 1e-3  # far below the budget: nearly free
+
+    def test_calibration_hits_the_realised_l0_target(self):
+        sae = SoftSAE(D, F, k=4)
+        with torch.no_grad():
+            sae.b_enc.fill_(1.0)
+        xn = [torch.randn(200, D), torch.randn(100, D)]
+        sae.calibrate_k(xn, 6.0)
+        codes = torch.cat(
+            [sae.hard_select(sae.pre_acts(x), sae.predict_k_normalized(x)) for x in xn]
+        )
+        assert (codes != 0).sum(-1).float().mean().item() == pytest.approx(6.0, abs=0.05)
+
+    def test_invalid_settings(self):
+        with pytest.raises(SoftSAEError, match="k_max"):
+            SoftSAE(D, F, k=4, k_max=3)
+        with pytest.raises(SoftSAEError, match="k_max"):
+            SoftSAE(D, F, k=4, k_max=F)
+        with pytest.raises(SoftSAEError, match="estimator"):
+            SoftSAE(D, F, k=4, estimator="huge")
