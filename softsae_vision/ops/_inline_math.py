@@ -14,13 +14,13 @@ import math
 import torch
 from torch import Tensor
 
-_LOG2E = 1.0 / math.log(2.0)
+LOG2E = 1.0 / math.log(2.0)
 _LN2 = math.log(2.0)
 
 
 def exp(x: Tensor) -> Tensor:
     """e^x via exp2."""
-    return torch.exp2(x * _LOG2E)
+    return torch.exp2(x * LOG2E)
 
 
 def log(x: Tensor) -> Tensor:

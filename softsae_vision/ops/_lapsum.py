@@ -20,7 +20,7 @@ LOG2 = math.log(2.0)
 
 def laplace_cdf(t: Tensor) -> Tensor:
     """Φ(t) of the standard Laplace law, from the branch without cancellation."""
-    half_tail = im.exp(-t.abs()) * 0.5
+    half_tail = t.abs().mul_(-im.LOG2E).exp2_().mul_(0.5)  # ½e^{−|t|}
     return torch.where(t <= 0, half_tail, 1.0 - half_tail)
 
 
@@ -97,39 +97,40 @@ def solve_threshold(v_RN: Tensor, k_R: Tensor, w_RN: Tensor | None = None) -> Te
 
     # m knots have S ≤ k: the root lies in [v_{m+1}, v_m] (1-based); m = 0: above every knot.
     m_R = (k_R[:, None] >= S_RN).sum(dim=1)
-    j_R1 = (m_R - 1).clamp(min=0)[:, None]
-    above_R = m_R > 0
-
-    def at_j(t_RN: Tensor) -> Tensor:
-        return t_RN.gather(1, j_R1)[:, 0]
-
+    W_R = w_incl_RN.gather(1, (m_R - 1).clamp(min=0)[:, None])[:, 0]
+    e_R = torch.where(m_R > 0, W_R, 0.0) - k_R  # W_{≤m} − k
+    # Reference knot c: the interval's upper end v_m when e > 0 (the root lies towards it),
+    # else its lower end v_{m+1}, so that u − c stays small and u = c + log x keeps its bits.
+    upper_R = e_R > 0
+    j_R1 = torch.where(upper_R, m_R - 1, m_R).clamp(0, N - 1)[:, None]
     log_Pj_R, log_Qj_R = log_sums_at(j_R1)
-    log_wj_R = torch.zeros_like(log_Pj_R) if w_RN is None else im.log(at_j(w_RN))
-    # With c = v_m (v_1 when m = 0) and x = e^{u − c}: S(u) = W − a·x/2 + b/(2x), so
-    # a x² + 2(k − W) x − b = 0 with a = Σ_{i≤m} w_i e^{c − v_i}, b = Σ_{i>m} w_i e^{v_i − c}.
-    log_a_R = torch.where(above_R, torch.logaddexp(log_Pj_R, log_wj_R), -math.inf)
-    log_b_R = torch.where(above_R, log_Qj_R, torch.logaddexp(log_Qj_R, log_wj_R))
-    e_R = torch.where(above_R, at_j(w_incl_RN), 0.0) - k_R  # W_{≤m} − k
+    w_j_R = torch.ones_like(log_Pj_R) if w_RN is None else w_RN.gather(1, j_R1)[:, 0]
+    log_wj_R = im.log(w_j_R)
+    # With x = e^{u − c}: S(u) = W − a·x/2 + b/(2x), i.e. a x² + 2(k − W) x − b = 0, where
+    # a = Σ_{i≤m} w_i e^{c − v_i} and b = Σ_{i>m} w_i e^{v_i − c}; knot c itself is in a
+    # (upper end) or in b (lower end).
+    log_a_R = torch.where(upper_R, torch.logaddexp(log_Pj_R, log_wj_R), log_Pj_R)
+    log_b_R = torch.where(upper_R, log_Qj_R, torch.logaddexp(log_Qj_R, log_wj_R))
     log_e_R = im.log(e_R.abs())
     # log(|e| + √(e² + ab)); the positive root is that over a (e > 0) or b over it (e ≤ 0).
     log_big_R = torch.logaddexp(log_e_R, 0.5 * torch.logaddexp(2 * log_e_R, log_a_R + log_b_R))
-    log_x_R = torch.where(e_R > 0, log_big_R - log_a_R, log_b_R - log_big_R)
-    return at_j(v_RN) + log_x_R
+    log_x_R = torch.where(upper_R, log_big_R - log_a_R, log_b_R - log_big_R)
+    return v_RN.gather(1, j_R1)[:, 0] + log_x_R
 
 
 def implicit_backward(t_RN: Tensor, g_RN: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
-    """Return (∂L/∂r (R, N), ∂L/∂k (R,)) from t = (r − b)/α and g = ∂L/∂p (float64).
+    """Return (∂L/∂r (R, N), ∂L/∂k (R,)) from t = (r − b)/α and g = ∂L/∂p (same dtype).
 
     With φ_i = ½e^{−|t_i|} and q = φ/Σφ: ∂L/∂k = Σ q g and ∂L/∂r_j = φ_j/α (g_j − Σ q g).
     q is formed as a softmax so it stays defined when every φ underflows; entries with
     t = −inf take no part. Rows where every t is −inf give zeros.
     """
-    neg_abs_RN = -t_RN.abs()
-    top_R1 = neg_abs_RN.amax(dim=1, keepdim=True)
+    e_RN = t_RN.abs().neg_()  # −|t|, turned in place into e^{−|t| − top}
+    top_R1 = e_RN.amax(dim=1, keepdim=True)
     top_R1 = torch.where(torch.isfinite(top_R1), top_R1, torch.zeros_like(top_R1))
-    e_RN = im.exp(neg_abs_RN - top_R1)  # φ / (½ e^{top}), at most 1
-    sum_e_R1 = e_RN.sum(dim=1, keepdim=True)
-    grad_k_R = (e_RN * g_RN).sum(dim=1) / sum_e_R1[:, 0].clamp_min(torch.finfo(e_RN.dtype).tiny)
-    scale_R1 = 0.5 * im.exp(top_R1) / alpha
-    grad_r_RN = (g_RN - grad_k_R[:, None]) * e_RN * scale_R1
+    e_RN.sub_(top_R1).mul_(im.LOG2E).exp2_()  # φ / (½ e^{top}), at most 1
+    sum_e_R = e_RN.sum(dim=1).clamp_min(torch.finfo(e_RN.dtype).tiny)
+    grad_k_R = (e_RN * g_RN).sum(dim=1) / sum_e_R
+    scale_R1 = im.exp(top_R1).mul_(0.5 / alpha)
+    grad_r_RN = (g_RN - grad_k_R[:, None]).mul_(e_RN).mul_(scale_R1)
     return grad_r_RN, grad_k_R

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -25,8 +27,8 @@ def _check_hard_k(k: int | Tensor, B: int, F: int, device: torch.device) -> Tens
                 f"hard_topk: k must be an int or have shape ({B},) to match x, got {tuple(k.shape)}"
             )
         k_B = k_B.to(device=device, dtype=torch.int64)
-    elif isinstance(k, int) and not isinstance(k, bool):
-        k_B = torch.full((B,), k, dtype=torch.int64, device=device)
+    elif isinstance(k, numbers.Integral) and not isinstance(k, bool):
+        k_B = torch.full((B,), int(k), dtype=torch.int64, device=device)
     else:
         raise SoftSAEError(f"hard_topk: k must be an int or an integer tensor, got {type(k)}")
     if B and (int(k_B.min()) < 0 or int(k_B.max()) > F):

@@ -2,7 +2,7 @@
 
 For a row r and budget k, p_i = Φ((r_i − b)/α) with Φ the standard Laplace CDF and the
 threshold b chosen so that Σ_i p_i = k (Struski et al., ICML 2025). The threshold is solved
-in closed form (no iteration); see ``_lapsum.py`` for the solve and ``_soft_topk_paths.py``
+in closed form (no iteration); see ``_lapsum.py`` for the solve and ``_soft_topk_plan.py``
 for the fast candidate path that makes it about as cheap as a hard top-k.
 """
 
@@ -16,12 +16,8 @@ from torch import Tensor
 
 from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops._lapsum import laplace_cdf
-from softsae_vision.ops._soft_topk_paths import (
-    backward_grads,
-    fast_path_enabled,
-    forward_output,
-    plan_rows,
-)
+from softsae_vision.ops._soft_topk_apply import backward_grads, forward_output
+from softsae_vision.ops._soft_topk_plan import fast_path_enabled, plan_rows
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -108,10 +104,15 @@ def soft_topk(x: Tensor, k: Tensor | float, alpha: float) -> Tensor:
     """Return the LapSum soft top-k weights p (B, F) in x's dtype; each row sums to k.
 
     x: (B, F) latents, or (F,) for one row. k: (B,), (B, 1) or a scalar, real, 0 < k < F.
-    alpha: temperature in the latents' units (float > 0; never modified). p is
-    order-preserving within a row; p → the top-k indicator as alpha → 0 (integer k) and
-    → k/F as alpha → ∞. Differentiable in x and k (implicit-function gradients). Solved
-    in float64 whatever x's dtype; exact to rounding, not an approximation.
+    alpha: temperature in the latents' units (a number > 0; read, never modified, no
+    gradient). p is order-preserving within a row (up to last-bit rounding); p → the top-k
+    indicator as alpha → 0 (integer k) and → k/F as alpha → ∞. Differentiable once in x and
+    k (implicit-function gradients; k's gradient comes back in k's shape and dtype).
+
+    The threshold is exact (closed form, float64) and p is the exact value rounded once to
+    x's dtype; entries whose weight is below 2⁻³² of the row's active mass may come out as
+    exact zeros. Rows whose mass sits in their top entries touch only those (about the cost
+    of a hard top-k); ``SOFTSAE_SOFT_TOPK_FAST=0`` forces the full-sort path everywhere.
     """
     alpha = _check_alpha(alpha)
     x_BF = _check_x(x)
@@ -126,19 +127,29 @@ def soft_topk(x: Tensor, k: Tensor | float, alpha: float) -> Tensor:
 def soft_topk_reference(x: Tensor, k: Tensor | float, alpha: float, iters: int = 60) -> Tensor:
     """Return LapSum weights (float64, x's shape) by bisection on the threshold: the oracle.
 
-    Slow and simple on purpose: no sorting, no closed form, no gradients.
+    Slow and simple on purpose: no sorting, no closed form, no gradients. A second
+    bisection on the offset from the first answer b0 (x − b0 is exact near b0) resolves
+    the threshold far below the spacing of float64 numbers around b0.
     """
     alpha = _check_alpha(alpha)
     x_BF = _check_x(x).detach().double()
     B, F = x_BF.shape
     k_B = _check_k(k, B, F, x_BF.device).detach().double()
-    # Σ_i Φ((r_i − b)/α) is decreasing in b; these bounds bracket the root.
+
+    def bisect(d_BF: Tensor, lo_B: Tensor, hi_B: Tensor) -> Tensor:
+        # Σ_i Φ((d_i − b)/α) is decreasing in b; [lo, hi] brackets the root.
+        for _ in range(iters):
+            mid_B = 0.5 * (lo_B + hi_B)
+            above = laplace_cdf((d_BF - mid_B[:, None]) / alpha).sum(1) > k_B
+            lo_B = torch.where(above, mid_B, lo_B)
+            hi_B = torch.where(above, hi_B, mid_B)
+        return 0.5 * (lo_B + hi_B)
+
     lo_B = x_BF.amin(1) - alpha * torch.log(F / (2 * (F - k_B))).clamp(min=0.0)
     hi_B = x_BF.amax(1) + alpha * torch.log(F / (2 * k_B)).clamp(min=0.0)
-    for _ in range(iters):
-        mid_B = 0.5 * (lo_B + hi_B)
-        above = laplace_cdf((x_BF - mid_B[:, None]) / alpha).sum(1) > k_B
-        lo_B = torch.where(above, mid_B, lo_B)
-        hi_B = torch.where(above, hi_B, mid_B)
-    p_BF = laplace_cdf((x_BF - (0.5 * (lo_B + hi_B))[:, None]) / alpha)
+    b0_B = bisect(x_BF, lo_B, hi_B)
+    slack_B = 64 * torch.finfo(torch.float64).eps * (b0_B.abs() + alpha)
+    d_BF = x_BF - b0_B[:, None]
+    delta_B = bisect(d_BF, -slack_B, slack_B)
+    p_BF = laplace_cdf((d_BF - delta_B[:, None]) / alpha)
     return p_BF if x.dim() == 2 else p_BF[0]

@@ -1,4 +1,4 @@
-"""The fast candidate paths agree with the full sort and the oracle; gradients are right."""
+"""Each path of the plan agrees with the full sort and the oracle; gradients are right."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import softsae_vision.ops._soft_topk_paths as paths
+import softsae_vision.ops._row_blocks as row_blocks
+import softsae_vision.ops._soft_topk_plan as plan_mod
 from softsae_vision.ops import soft_topk, soft_topk_reference
-from softsae_vision.ops._soft_topk_paths import FAST_ENV, fast_path_enabled, plan_rows
+from softsae_vision.ops._soft_topk_plan import FAST_ENV, fast_path_enabled, plan_rows
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -39,21 +40,37 @@ def case_flat_tail():
     return x, torch.tensor([5.5, 2.5], dtype=torch.float64), 1e-2
 
 
-def case_full():
-    """alpha far above the spread of the values: every entry matters."""
+def case_large_alpha():
+    """alpha far above the spread of the values: every entry matters, b is above them all."""
     x = torch.rand(2, 128, generator=_gen(3), dtype=torch.float64)
     return x, torch.tensor([3.0, 7.5], dtype=torch.float64), 10.0
+
+
+def case_sure():
+    """Forty tied top values and k just above half of them: the threshold sinks below the
+    first sentinel while the rest still has mass, so a top-(2k + 2) is needed."""
+    x = torch.rand(2, 256, generator=_gen(4), dtype=torch.float64) * 0.5
+    x[:, 100:140] = 1.0
+    return x, torch.tensor([20.5, 20.2], dtype=torch.float64), 1e-2
+
+
+def case_sorted():
+    """k too large for topk to beat a sort."""
+    x = torch.relu(torch.randn(2, 128, generator=_gen(5), dtype=torch.float64))
+    return x, torch.tensor([20.0, 50.5], dtype=torch.float64), 0.1
 
 
 CASES = {
     "sparse": case_sparse,
     "widened": case_widened,
     "flat_tail": case_flat_tail,
-    "full": case_full,
+    "large_alpha": case_large_alpha,
+    "sure": case_sure,
+    "sorted": case_sorted,
 }
 
 
-def served_by(plan: paths.Plan) -> set[str]:
+def served_by(plan: plan_mod.Plan) -> set[str]:
     """Which kinds of group serve at least one row."""
     kinds = set()
     for grp in plan.sparse:
@@ -61,11 +78,17 @@ def served_by(plan: paths.Plan) -> set[str]:
             kinds.add("sparse")
         elif grp.rows is not None and grp.rows.numel():
             kinds.add("widened")
-    kinds |= {"dense"} if any(grp.u.numel() for grp in plan.dense) else set()
-    return kinds
+    return kinds | {grp.via for grp in plan.dense if grp.u.numel()}
 
 
-EXPECTED = {"sparse": {"sparse"}, "widened": {"widened"}, "flat_tail": {"dense"}, "full": {"dense"}}
+EXPECTED = {
+    "sparse": {"sparse"},
+    "widened": {"widened"},
+    "flat_tail": {"folded"},
+    "large_alpha": {"folded"},
+    "sure": {"folded"},
+    "sorted": {"sorted"},
+}
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -73,8 +96,8 @@ def test_each_path_is_taken_and_matches_the_oracle(name):
     x, k, alpha = CASES[name]()
     assert served_by(plan_rows(x, k, alpha, fast=True)) == EXPECTED[name]
     p = soft_topk(x, k, alpha)
-    torch.testing.assert_close(p, soft_topk_reference(x, k, alpha), atol=1e-10, rtol=0)
-    torch.testing.assert_close(p.sum(1), k, atol=1e-10, rtol=0)
+    torch.testing.assert_close(p, soft_topk_reference(x, k, alpha), atol=1e-12, rtol=0)
+    torch.testing.assert_close(p.sum(1), k, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -141,7 +164,7 @@ def test_row_blocks_do_not_change_the_result(monkeypatch):
     x = relu_latents(40, 1024, seed=2)
     k = torch.empty(40).uniform_(2, 20, generator=_gen(3))
     expected = soft_topk(x, k, 1e-3)
-    monkeypatch.setattr(paths, "_SERIAL_ELEMS", 100)  # blocks of a few rows
+    monkeypatch.setattr(row_blocks, "SERIAL_ELEMS", 100)  # blocks of a few rows
     torch.testing.assert_close(soft_topk(x, k, 1e-3), expected, atol=0, rtol=0)
 
 
@@ -160,5 +183,5 @@ def test_fast_plan_matches_oracle_on_random_latents(seed, F, log_alpha, zero_fra
     k = torch.rand(4, generator=g, dtype=torch.float64) * k_frac * F + 1e-3
     alpha = 10**log_alpha
     p = soft_topk(x, k, alpha)
-    torch.testing.assert_close(p, soft_topk_reference(x, k, alpha), atol=1e-9, rtol=0)
-    torch.testing.assert_close(p.sum(1), k, atol=1e-9, rtol=0)
+    torch.testing.assert_close(p, soft_topk_reference(x, k, alpha), atol=1e-12, rtol=0)
+    torch.testing.assert_close(p.sum(1), k, atol=1e-11, rtol=0)

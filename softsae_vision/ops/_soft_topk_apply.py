@@ -1,0 +1,90 @@
+"""Soft top-k output and gradients from a plan (see _soft_topk_plan.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+
+import torch
+from torch import Tensor
+
+from softsae_vision.ops._lapsum import implicit_backward, laplace_cdf
+from softsae_vision.ops._row_blocks import by_row_blocks, compute_dtype, row_chunks
+from softsae_vision.ops._soft_topk_plan import DenseRows, Plan
+
+
+def _dense_chunks(
+    x_BF: Tensor, plan: Plan, alpha: float, cd: torch.dtype
+) -> Iterator[tuple[slice | Tensor, Tensor]]:
+    """(rows: a slice or row ids, t = (x − b)/α (C, F) in dtype cd), chunk by chunk.
+
+    t = ((x − ref) − u·α)/α with ref an entry of the row (exact in x's dtype) near b, so
+    the subtraction loses nothing where it matters, in float32 too.
+    """
+    if not plan.dense:
+        return
+    if len(plan.dense) == 1:
+        group = plan.dense[0]
+    else:  # one group: fewer, fuller chunks
+        every = torch.arange(x_BF.shape[0], device=x_BF.device)
+        group = DenseRows(
+            torch.cat([every if g.rows is None else g.rows for g in plan.dense]),
+            torch.cat([g.ref for g in plan.dense]),
+            torch.cat([g.u for g in plan.dense]),
+            "merged",
+        )
+    ref_R = group.ref.to(cd)
+    shift_R = (group.u * alpha).to(cd)
+    for sl in row_chunks(group.u.numel(), x_BF.shape[1]):
+        rows = sl if group.rows is None else group.rows[sl]
+        t_CF = (x_BF[rows].to(cd) - ref_R[sl, None]).sub_(shift_R[sl, None]).div_(alpha)
+        yield rows, t_CF
+
+
+def _put_rows(dst: Tensor, rows: slice | Tensor, src: Tensor) -> None:
+    if isinstance(rows, slice):
+        dst[rows] = src
+    else:
+        dst.index_copy_(0, rows, src)
+
+
+def forward_output(x_BF: Tensor, plan: Plan, alpha: float, out_dtype: torch.dtype) -> Tensor:
+    """p (B, F) in out_dtype: candidates scattered into zeros, dense rows computed whole."""
+    p_BF = torch.zeros(x_BF.shape, dtype=out_dtype, device=x_BF.device)
+    for grp in plan.sparse:
+        (p_RN,) = by_row_blocks(lambda t: (laplace_cdf(t).to(out_dtype),), grp.t)
+        if grp.rows is None:
+            p_BF.scatter_(1, grp.idx, p_RN)
+        else:
+            p_BF.index_put_((grp.rows[:, None].expand_as(grp.idx), grp.idx), p_RN)
+    # float64 here: Φ(t) rounded once, to the output dtype (|t|·eps would be lost in float32)
+    for rows, t_CF in _dense_chunks(x_BF, plan, alpha, torch.float64):
+        _put_rows(p_BF, rows, laplace_cdf(t_CF).to(out_dtype))
+    return p_BF
+
+
+def backward_grads(
+    x_BF: Tensor, plan: Plan, alpha: float, grad_p_BF: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(∂L/∂x (B, F) in x's dtype, ∂L/∂k (B,) float64) from the plan and ∂L/∂p."""
+    grad_x_BF = torch.zeros_like(x_BF)
+    grad_k_B = torch.zeros(x_BF.shape[0], dtype=torch.float64, device=x_BF.device)
+    backward = partial(implicit_backward, alpha=alpha)
+    for grp in plan.sparse:
+        if grp.rows is None:
+            g_RN = grad_p_BF.gather(1, grp.idx).double()
+        else:
+            g_RN = grad_p_BF[grp.rows[:, None], grp.idx].double()
+        gx_RN, gk_R = by_row_blocks(backward, grp.t, g_RN)
+        if grp.rows is None:
+            grad_x_BF.scatter_(1, grp.idx, gx_RN.to(x_BF.dtype))
+            grad_k_B.copy_(gk_R)
+        else:
+            rows_RN = grp.rows[:, None].expand_as(grp.idx)
+            grad_x_BF.index_put_((rows_RN, grp.idx), gx_RN.to(x_BF.dtype))
+            grad_k_B.index_copy_(0, grp.rows, gk_R)
+    for rows, t_CF in _dense_chunks(x_BF, plan, alpha, compute_dtype(x_BF.dtype)):
+        gx_CF, gk_C = backward(t_CF, grad_p_BF[rows].to(t_CF.dtype))
+        _put_rows(grad_x_BF, rows, gx_CF.to(x_BF.dtype))
+        _put_rows(grad_k_B, rows, gk_C.double())
+    return grad_x_BF, grad_k_B
