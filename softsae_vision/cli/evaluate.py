@@ -15,7 +15,7 @@ def add_parser(sub, name: str) -> None:
     p.add_argument(
         "--tokens",
         default=None,
-        choices=("patch", "cls", "register", "all"),
+        choices=("patch", "cls", "register", "all", "embed"),
         help="store token type (default: the run's)",
     )
     p.add_argument("--batch-size", type=int, default=4096, help="rows per evaluation batch")

@@ -29,8 +29,8 @@ def add_parser(sub, name: str) -> None:
     p.add_argument(
         "--tokens",
         default=None,
-        choices=("patch", "cls", "register", "all"),
-        help="store token type to train on (default patch)",
+        choices=("patch", "cls", "register", "all", "embed"),
+        help="store token type to train on (default: patch, or embed for the embed layer)",
     )
     soft = p.add_argument_group("SoftSAE")
     soft.add_argument("--k-max", type=float, default=None, help="largest k̂ (default 4·k)")

@@ -18,7 +18,7 @@ def open_source(
     if path.is_dir():
         from softsae_vision.data.store_source import StoreSource
 
-        return StoreSource(path, layer=layer, tokens=tokens or "patch")
+        return StoreSource(path, layer=layer, tokens=tokens)
     if not path.exists():
         raise SoftSAEError(f"no such file or directory: {path}")
     if path.suffix != ".npy":

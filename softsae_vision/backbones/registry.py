@@ -1,0 +1,138 @@
+"""Backbone names (``timm/<model>[.<tag>]``, ``open_clip/<arch>[:<tag>]``) and the loader registry.
+
+A name says which library builds the model; each library registers one loader function under its
+prefix, so supporting another library is one new module and one ``register_backbone_library``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from softsae_vision.backbones.base import Backbone
+from softsae_vision.errors import SoftSAEError
+
+Loader = Callable[..., Backbone]
+"""``loader(model, tag, pretrained, checkpoint, device, image_size) -> Backbone``."""
+
+_LOADERS: dict[str, Loader] = {}
+_TAG_SEPARATORS: dict[str, str] = {}
+
+
+def register_backbone_library(prefix: str, tag_separator: str) -> Callable[[Loader], Loader]:
+    """Register ``loader`` for names ``<prefix>/<model><tag_separator><tag>``."""
+
+    def decorate(loader: Loader) -> Loader:
+        _LOADERS[prefix] = loader
+        _TAG_SEPARATORS[prefix] = tag_separator
+        return loader
+
+    return decorate
+
+
+@dataclass(frozen=True)
+class BackboneName:
+    """A parsed backbone name."""
+
+    library: str
+    model: str
+    tag: str | None = None
+
+    def __str__(self) -> str:
+        tag = f"{_TAG_SEPARATORS[self.library]}{self.tag}" if self.tag else ""
+        return f"{self.library}/{self.model}{tag}"
+
+
+def _examples() -> str:
+    return "timm/vit_small_patch16_224.augreg_in21k or open_clip/ViT-B-32:laion2b_s34b_b79k"
+
+
+def parse_backbone_name(name: str) -> BackboneName:
+    """Split ``library/model[<sep>tag]``; unknown libraries are a SoftSAEError."""
+    library, slash, rest = name.strip().partition("/")
+    if not slash or not rest:
+        raise SoftSAEError(
+            f"backbone name {name!r} has no library prefix; write e.g. {_examples()}"
+        )
+    if library not in _LOADERS:
+        raise SoftSAEError(
+            f"unknown backbone library {library!r} in {name!r}; "
+            f"known: {', '.join(sorted(_LOADERS))}"
+        )
+    if rest.startswith(("hf-hub:", "local-dir:")):
+        return BackboneName(library, rest, None)
+    sep = _TAG_SEPARATORS[library]
+    model, found, tag = rest.partition(sep) if sep == "." else rest.rpartition(sep)
+    if not found:
+        model, tag = rest, ""
+    if not model:
+        raise SoftSAEError(
+            f"backbone name {name!r} has an empty model name; write e.g. {_examples()}"
+        )
+    return BackboneName(library, model, tag or None)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` picks CUDA, then Apple MPS, then CPU; anything else is passed to torch."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise SoftSAEError(
+            f"unknown device {device!r} ({err}); use auto, cpu, cuda or cuda:N"
+        ) from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise SoftSAEError(
+            f"device {device!r} requested but CUDA is not available; use --device cpu"
+        )
+    return resolved
+
+
+def load_backbone(
+    name: str,
+    pretrained: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    image_size: int | None = None,
+) -> Backbone:
+    """Load a backbone by name, in eval mode on ``device``.
+
+    ``checkpoint`` (a local weights file) takes precedence over ``pretrained``; with
+    ``pretrained=False`` the weights are random but reproducible (fixed seed). ``image_size``
+    overrides the model's input size where the architecture allows it.
+    """
+    parsed = parse_backbone_name(name)
+    loader = _LOADERS[parsed.library]
+    return loader(
+        parsed.model,
+        parsed.tag,
+        pretrained=pretrained,
+        checkpoint=checkpoint,
+        device=resolve_device(device),
+        image_size=image_size,
+    )
+
+
+# The bundled adapters, imported lazily: timm and open_clip are slow to import.
+@register_backbone_library("timm", tag_separator=".")
+def _load_timm(*args: object, **kwargs: object) -> Backbone:
+    from softsae_vision.backbones.timm_backbone import load_timm
+
+    return load_timm(*args, **kwargs)
+
+
+@register_backbone_library("open_clip", tag_separator=":")
+def _load_open_clip(*args: object, **kwargs: object) -> Backbone:
+    from softsae_vision.backbones.open_clip_backbone import load_open_clip
+
+    return load_open_clip(*args, **kwargs)

@@ -1,0 +1,100 @@
+"""``softsae extract MODEL IMAGES --out STORE``: backbone activations of images into a store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+
+
+def _csv(value: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+def add_parser(sub, name: str) -> None:
+    p = sub.add_parser(
+        name,
+        help="run a backbone over images and store token activations",
+        description=(
+            "Run a ViT backbone over a folder of images (recursive) or a text file of image "
+            "paths and write CLS, register and patch token activations of the chosen layers to "
+            "an activation store. Re-running the same command resumes an interrupted run."
+        ),
+    )
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="timm/<model>[.<tag>] or open_clip/<arch>[:<tag>], e.g. timm/vit_small_patch16_224",
+    )
+    p.add_argument("images", metavar="IMAGES", help="image folder or text file of image paths")
+    p.add_argument("--out", required=True, metavar="STORE", help="store folder to create/resume")
+    p.add_argument(
+        "--layers",
+        type=_csv,
+        default=["-1"],
+        help="comma-separated block indices (negative count from the end) and/or 'embed'; "
+        "default -1; write --layers=-1,6 when the list starts with a negative index",
+    )
+    p.add_argument(
+        "--tokens",
+        type=_csv,
+        default=None,
+        help="token types to keep: any of cls,register,patch (default: all the model has)",
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--dtype", default="float16", choices=("float16", "float32"))
+    p.add_argument("--workers", type=int, default=None, help="image decoding processes")
+    p.add_argument("--image-size", type=int, default=None, help="override the model input size")
+    p.add_argument("--no-pretrained", action="store_true", help="random (seeded) weights")
+    p.add_argument("--checkpoint", metavar="FILE", default=None, help="local weights file")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from softsae_vision.backbones import load_backbone
+    from softsae_vision.data.extract import extract
+    from softsae_vision.data.images import list_images
+    from softsae_vision.errors import SoftSAEError
+
+    list_images(args.images)  # fail on a bad IMAGES before spending seconds on the model
+    backbone = load_backbone(
+        args.model,
+        pretrained=not args.no_pretrained,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        image_size=args.image_size,
+    )
+    result = extract(
+        backbone,
+        args.images,
+        args.out,
+        layers=args.layers,
+        tokens=args.tokens,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    store = result.store
+    skipped = [r for r in store.images if not r.ok]
+    tokens = store.activations(store.layers[0]).shape[1]
+    print(
+        f"{args.out}: {store.n_images} images, layers {', '.join(map(str, store.layers))}, "
+        f"{tokens} tokens each, {store.meta['dtype']}"
+        + (" (already complete)" if result.resumed and result.n_processed == 0 else "")
+    )
+    if skipped:
+        reasons = Counter(r.status.split(":")[0] for r in skipped)
+        summary = ", ".join(f"{n} {why}" for why, n in reasons.most_common())
+        print(
+            f"skipped {len(skipped)} files ({summary}); see {args.out}/images.jsonl",
+            file=sys.stderr,
+        )
+    if store.n_images == 0:
+        raise SoftSAEError(f"no readable images in {args.images}; see {args.out}/images.jsonl")
+    return 0

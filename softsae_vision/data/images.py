@@ -1,0 +1,186 @@
+"""Image inputs: listing a folder or a text file of paths, robust decoding, a batched loader.
+
+A run never dies on one bad file: decoding errors become a recorded reason, and a batch holds
+the images that did decode plus the failures (index, reason), in input order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from softsae_vision.errors import SoftSAEError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
+"""File extensions (matched case-insensitively) picked up when listing a folder."""
+
+_HIGH_BIT_DEPTH_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+
+
+def list_images(source: str | os.PathLike) -> list[Path]:
+    """Absolute image paths from a folder (recursive, sorted) or a text file (one path a line).
+
+    In a text file, blank lines and lines starting with ``#`` are ignored and relative paths are
+    taken relative to the file's folder; every listed path is an input, readable or not.
+    """
+    source = Path(source).expanduser()
+    if source.is_dir():
+        paths = sorted(
+            (p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
+            key=lambda p: p.relative_to(source).as_posix(),
+        )
+        if not paths:
+            raise SoftSAEError(
+                f"no image files in {source} (looked recursively for "
+                f"{', '.join(sorted(IMAGE_EXTENSIONS))})"
+            )
+        return [p.resolve() for p in paths]
+    if source.is_file():
+        if source.suffix.lower() in IMAGE_EXTENSIONS:
+            raise SoftSAEError(
+                f"{source} is an image, not a folder or a text file of paths; "
+                "put the images in a folder and pass the folder"
+            )
+        try:
+            lines = source.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise SoftSAEError(f"{source} is not a UTF-8 text file of image paths") from None
+        entries = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+        if not entries:
+            raise SoftSAEError(f"{source} lists no image paths")
+        base = source.resolve().parent
+        return [(base / Path(e).expanduser()).resolve() for e in entries]
+    raise SoftSAEError(f"no such folder or file: {source}")
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Decode an image fully, apply its EXIF orientation and convert it to 8-bit RGB."""
+    with Image.open(path) as raw:
+        raw.load()
+        image = ImageOps.exif_transpose(raw)
+        if image.mode in _HIGH_BIT_DEPTH_MODES:
+            image = _to_8bit(image)
+        return image.convert("RGB")
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Scale a 16-bit or float greyscale image to 8 bits (PIL's convert would clip it)."""
+    arr = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+    else:
+        arr = arr / 257.0 if arr.max() > 255 else arr
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
+
+
+def describe_failure(err: BaseException) -> str:
+    """A short reason for a file that could not be used."""
+    if isinstance(err, FileNotFoundError):
+        return "missing: file not found"
+    if isinstance(err, Image.UnidentifiedImageError):
+        return "not an image: PIL cannot identify the file format"
+    text = " ".join(str(err).split()) or type(err).__name__
+    if "truncated" in text.lower():
+        return f"truncated: {text}"
+    return f"unreadable: {type(err).__name__}: {text}"[:300]
+
+
+@dataclass
+class LoadedImage:
+    """One input after decoding: a model input tensor, or the reason there is none."""
+
+    index: int
+    pixels: torch.Tensor | None  # (3, H, W) float32, None on failure
+    size: tuple[int, int] | None  # original (width, height) after EXIF transpose
+    error: str | None
+
+
+@dataclass
+class ImageBatch:
+    """A batch in input order: the decoded images stacked, failures listed separately."""
+
+    indices: list[int]
+    """Input index of every image in the batch, decoded or not, in order."""
+    pixels: torch.Tensor  # (n_ok, 3, H, W) float32; n_ok may be 0
+    ok: list[int]
+    """Input index of each row of ``pixels``."""
+    sizes: dict[int, tuple[int, int]]
+    """Original (width, height) of each decoded image, by input index."""
+    errors: dict[int, str]
+    """Reason for each failed image, by input index."""
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Paths -> :class:`LoadedImage`, never raising on a bad file."""
+
+    def __init__(
+        self, paths: Sequence[os.PathLike | str], transform: Callable[[Image.Image], torch.Tensor]
+    ):
+        self.paths = list(paths)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> LoadedImage:
+        try:
+            image = load_image(self.paths[index])
+            pixels = self.transform(image)
+        except Exception as err:  # noqa: BLE001 - any decoder failure is a skipped file
+            return LoadedImage(index, None, None, describe_failure(err))
+        return LoadedImage(index, pixels, image.size, None)
+
+
+def collate_images(items: list[LoadedImage]) -> ImageBatch:
+    """Stack the decoded images; keep the failures as (index -> reason)."""
+    ok = [it for it in items if it.pixels is not None]
+    pixels = torch.stack([it.pixels for it in ok]) if ok else torch.empty(0)
+    return ImageBatch(
+        indices=[it.index for it in items],
+        pixels=pixels,
+        ok=[it.index for it in ok],
+        sizes={it.index: it.size for it in ok},
+        errors={it.index: it.error for it in items if it.error is not None},
+    )
+
+
+def default_workers() -> int:
+    """Decoding workers: all cores but one (the model needs one), at most 8."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def image_loader(
+    paths: Sequence[os.PathLike | str],
+    transform: Callable[[Image.Image], torch.Tensor],
+    batch_size: int,
+    workers: int | None = None,
+    offset: int = 0,
+    pin_memory: bool = False,
+) -> torch.utils.data.DataLoader:
+    """Batches of ``paths[offset:]`` in order, decoded in ``workers`` processes (0 = in-process).
+
+    Indices in the batches count from the start of ``paths``, whatever the offset.
+    """
+    workers = default_workers() if workers is None else workers
+    dataset = ImageDataset(paths, transform)
+    sampler = torch.utils.data.BatchSampler(
+        range(offset, len(paths)), batch_size=batch_size, drop_last=False
+    )
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_images,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers > 0 else None,
+        persistent_workers=False,
+    )
