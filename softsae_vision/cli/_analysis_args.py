@@ -1,0 +1,49 @@
+"""Arguments shared by the analysis subcommands (features, kmaps, complexity, report)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    """RUN STORE --out DIR [--layer L] [--device D] [--no-progress]."""
+    p.add_argument("run_dir", metavar="RUN", help="SAE run directory (or its sae.safetensors)")
+    p.add_argument("store", metavar="STORE", help="activation store made by `softsae extract`")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for figures and tables")
+    p.add_argument("--layer", default=None, help="store layer (default: the run's)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def open_pairing(args: argparse.Namespace):
+    """The checked run/store pairing the arguments name."""
+    from softsae_vision.analysis.pairing import pair
+
+    return pair(args.run_dir, args.store, layer=args.layer, device=_device(args))
+
+
+def device_of(pairing) -> str:
+    """The device the pairing's SAE was loaded on (where analysis should run)."""
+    return str(next(pairing.sae.parameters()).device)
+
+
+def _device(args: argparse.Namespace) -> str:
+    from softsae_vision.devices import resolve_device
+
+    return str(resolve_device(args.device))
+
+
+def feature_ids(text: str) -> list[int]:
+    """Parse "3,17,40-42" into [3, 17, 40, 41, 42]."""
+    ids: list[int] = []
+    try:
+        for part in filter(None, (s.strip() for s in text.split(","))):
+            lo, _, hi = part.partition("-")
+            ids += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected feature ids like 3,17,40-42, got {text!r}"
+        ) from None
+    if not ids:
+        raise argparse.ArgumentTypeError("no feature ids given")
+    return ids

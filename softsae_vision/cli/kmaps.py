@@ -1,0 +1,56 @@
+"""``softsae kmaps RUN STORE --out DIR``: per-image maps of predicted k̂ (or realised L0)."""
+
+from __future__ import annotations
+
+import argparse
+
+from softsae_vision.cli._analysis_args import add_common, device_of, open_pairing
+
+
+def add_parser(sub, name: str) -> None:
+    p = sub.add_parser(
+        name,
+        help="per-image maps of predicted k per patch",
+        description=(
+            "Draw how many features the SAE spends on each patch: predicted k̂ for a SoftSAE, "
+            "realised L0 for fixed-k baselines (a flat map for TopK). Writes the lowest- and "
+            "highest-k images, the distribution of k, single-image maps and a CSV."
+        ),
+    )
+    add_common(p)
+    p.add_argument(
+        "--quantity",
+        choices=("auto", "k_hat", "l0"),
+        default="auto",
+        help="k_hat (SoftSAE only), l0 (realised active latents); auto picks k_hat if possible",
+    )
+    p.add_argument("--n-grid", type=int, default=8, help="images in the lowest/highest grids")
+    p.add_argument(
+        "--n-single",
+        type=int,
+        default=6,
+        help="single-image k maps to draw, spread over the k ranking (-1: every image)",
+    )
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from softsae_vision.viz.kmaps import write_kmaps
+
+    pairing = open_pairing(args)
+    result = write_kmaps(
+        pairing,
+        args.out,
+        quantity=args.quantity,
+        n_grid=args.n_grid,
+        n_single=args.n_single,
+        device=device_of(pairing),
+        progress=not args.no_progress,
+    )
+    km = result.kmaps
+    print(
+        f"k maps of {len(km.rows)} images in {result.out}: per-image {km.symbol} "
+        f"mean {km.per_image.mean():.3g} (min {km.per_image.min():.3g}, "
+        f"max {km.per_image.max():.3g}); {result.cls_note}"
+    )
+    return 0

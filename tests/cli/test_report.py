@@ -1,0 +1,60 @@
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from softsae_vision.cli import main
+from tests._fixtures_render import assert_figure, render_fixtures
+
+
+@pytest.fixture(scope="session")
+def fx(tmp_path_factory):
+    return render_fixtures(tmp_path_factory)
+
+
+class Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links, self.tags = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.links += [v for k, v in attrs if k in ("href", "src") and v]
+
+
+@pytest.mark.slow
+def test_report_is_offline_and_complete(fx, tmp_path, capsys):
+    out = tmp_path / "report"
+    banner = "features from random weights are not semantic"
+    args = ["report", str(fx.soft_all_run), str(fx.store), "--out", str(out), "--no-progress"]
+    args += ["--banner", banner, "--n-features", "1", "--top", "2", "--n-boot", "20"]
+    args += ["--kmap-images", "1"]
+    assert main(args) == 0
+    page = out / "index.html"
+    assert str(page) in capsys.readouterr().out
+    text = page.read_text()
+    assert banner in text and "<script" not in text
+    parser = Links()
+    parser.feed(text)
+    assert "img" in parser.tags
+    for link in parser.links:
+        assert not re.match(r"^[a-z]+:|^/", link), f"not a relative link: {link}"
+        assert (out / link).is_file(), f"the report links to a missing file: {link}"
+    for section in ("Training", "Evaluation", "Features", "k maps", "k and image complexity"):
+        assert f"<h2>{section}" in text
+    assert "Not available" not in text  # every section applies to a SoftSAE on patches + CLS
+    for png in Path(out).rglob("*.png"):
+        assert_figure(png, min_width=150, min_height=100)
+    assert "fvu" in text and "Spearman" in text
+
+
+def test_report_notes_sections_that_do_not_apply(fx, tmp_path):
+    from softsae_vision.viz.report import build_report
+
+    page = build_report(
+        fx.soft_run, fx.cls_store, tmp_path, n_features=1, n_top=1, n_boot=10, kmap_images=0
+    )
+    text = page.read_text()
+    assert text.count("Not available") >= 2  # features, k maps, complexity need patches
+    assert "needs patch tokens" in text
