@@ -15,10 +15,39 @@ from softsae_vision.sae import (
 )
 from softsae_vision.training import TrainConfig, evaluate, train
 
-# Extraction pulls in timm and open_clip: load those names on first use only.
+# Extraction pulls in timm and open_clip, rendering matplotlib: load those names on first use.
 _LAZY = {
     "load_backbone": "softsae_vision.backbones",
     "open_store": "softsae_vision.data.store",
+    "StoreSource": "softsae_vision.data.store_source",
+    **dict.fromkeys(
+        [
+            "top_activations",
+            "TopActivations",
+            "k_maps",
+            "KMaps",
+            "complexity_measures",
+            "patch_complexity",
+            "correlate",
+            "pair",
+        ],
+        "softsae_vision.analysis",
+    ),
+    **dict.fromkeys(
+        [
+            "render_feature",
+            "render_feature_index",
+            "render_kmap",
+            "render_kmap_grid",
+            "render_complexity_scatter",
+            "save_figure",
+            "write_features",
+            "write_kmaps",
+            "write_complexity",
+            "build_report",
+        ],
+        "softsae_vision.viz",
+    ),
 }
 
 
@@ -31,6 +60,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    *_LAZY,
     "BaseSAE",
     "BatchTopKSAE",
     "MatryoshkaSAE",
@@ -43,9 +73,7 @@ __all__ = [
     "__version__",
     "evaluate",
     "hard_topk",
-    "load_backbone",
     "load_sae",
-    "open_store",
     "soft_topk",
     "train",
 ]
