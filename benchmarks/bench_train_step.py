@@ -11,6 +11,7 @@ SoftSAE with the paper's k estimator and SoftSAE with the lean one, all in the s
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
 from _common import emit_json, time_interleaved
@@ -22,8 +23,17 @@ from softsae_vision.training.trainer import Trainer
 
 
 def make_trainer(sae, x_ND: torch.Tensor, alpha: float, steps: int) -> Trainer:
-    cfg = TrainConfig(steps=10**6, batch_size=len(x_ND), hard_frac=0.0, alpha=alpha, device="cpu")
+    cfg = TrainConfig(
+        steps=10**6,
+        batch_size=len(x_ND),
+        hard_frac=0.0,
+        k_anneal_frac=0.0,
+        alpha=alpha,
+        device="cpu",
+    )
     sae.fit_normalization(x_ND)
+    if isinstance(sae, SoftSAE):  # start at mean k̂ ≈ K, so both select as many latents
+        sae.k_calibration.fill_(math.log(sae.k / (sae.k_max - sae.k)))
     trainer = Trainer(sae, cfg, torch.device("cpu"))
     for _ in range(steps):  # leave initialisation behind: realistic latent statistics
         trainer.train_step(x_ND)
@@ -36,7 +46,7 @@ def main() -> None:
     ap.add_argument("--latents", type=int, default=4096)
     ap.add_argument("--batch", type=int, default=2048)
     ap.add_argument("--k", type=int, default=32)
-    ap.add_argument("--alpha", type=float, default=1e-3)
+    ap.add_argument("--alpha", type=float, default=1e-4)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--warm-steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)

@@ -20,7 +20,6 @@ import datetime
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from softsae_vision._io import write_text_atomic
 from softsae_vision._version import __version__
 from softsae_vision.backbones.base import EMBED, Layer, TokenLayout
 from softsae_vision.backbones.transform import Preprocess
@@ -47,18 +47,8 @@ def layer_file(layer: Layer) -> str:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temporary file in the same folder, fsync it, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a store is meant to be shared
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(_dumps(obj) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON (compact lists, one key per line) to ``path`` atomically."""
+    write_text_atomic(path, _dumps(obj) + "\n")
 
 
 def _dumps(obj: Any, indent: str = "") -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from softsae_vision._io import atomic_write, write_json_atomic
 from softsae_vision._version import __version__
 from softsae_vision.errors import SoftSAEError
 
@@ -217,24 +217,6 @@ def geometric_median(points_ND: Tensor, iters: int = 100, tol: float = 1e-6) -> 
         if shift <= tol * max(1.0, median_D.norm().item()):
             break
     return median_D.float()
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then atomically rename the temp file onto ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to ``path`` atomically (never a half-written file)."""
-    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> BaseSAE:

@@ -20,18 +20,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from softsae_vision._io import atomic_write, write_json_atomic, write_text_atomic
 from softsae_vision.data.arrays import ArraySource
 from softsae_vision.data.source import ActivationSource
 from softsae_vision.devices import resolve_device
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.sae.base import (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    BaseSAE,
-    StepContext,
-    atomic_write,
-    write_json_atomic,
-)
+from softsae_vision.sae.base import CONFIG_FILE, WEIGHTS_FILE, BaseSAE, StepContext
 from softsae_vision.sae.soft import SoftSAE
 from softsae_vision.training import schedules
 from softsae_vision.training.config import TrainConfig
@@ -295,9 +289,7 @@ def train(
     if run_path is not None:
         write_json_atomic(run_path / CONFIG_FILE, config)
         metrics_path = run_path / METRICS_FILE
-        atomic_write(
-            metrics_path, lambda t: Path(t).write_text("".join(f"{x}\n" for x in metric_lines))
-        )
+        write_text_atomic(metrics_path, "".join(f"{line}\n" for line in metric_lines))
         metrics_file = metrics_path.open("a")
     hard_start = schedules.hard_phase_start(cfg)
     batches = source.batches(cfg.batch_size, cfg.seed, start=trainer.step)

@@ -28,7 +28,7 @@ def trained():
     gen = SyntheticSparseData(d=64, n_atoms=256, min_active=1, max_active=16)
     x_train, _ = gen.generate(20000, seed=1)
     x_test, n_test = gen.generate(4000, seed=2)
-    cfg = TrainConfig(steps=1200, batch_size=256, lr=3e-3, device="cpu", log_every=100)
+    cfg = TrainConfig(steps=1500, batch_size=256, lr=3e-3, device="cpu", log_every=100)
     soft = SoftSAE(64, 512, k=K)
     train(soft, x_train, cfg, progress=False)
     topk = TopKSAE(64, 512, k=K)

@@ -1,0 +1,147 @@
+"""The whole pipeline on the bundled photographs: extract, train SoftSAE and TopK, report.
+
+Tries the pretrained default backbone first; without network (or with ``offline=True``) it says
+so once and uses random weights, and the report's header warns that such features are not
+semantic. Sized to finish in a few minutes on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from softsae_vision.errors import SoftSAEError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "timm/vit_small_patch14_reg4_dinov2.lvd142m"
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "images"
+RANDOM_WEIGHTS_BANNER = (
+    "This demo ran with RANDOM backbone weights (pretrained weights were not available), so the "
+    "features below are not semantic: they show what the pipeline draws, not what the model sees."
+)
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    model: str = DEFAULT_MODEL
+    """Backbone name (timm/... or open_clip/...)."""
+    image_size: int | None = 224
+    """Input resolution given to the backbone."""
+    layer: int = -2
+    """Block whose residual output is analysed (-2: the penultimate block)."""
+    k: int = 16
+    """Mean L0 budget shared by SoftSAE and TopK."""
+    n_latents: int = 1024
+    """Dictionary size."""
+    steps: int = 600
+    """Training steps per SAE."""
+    batch_size: int = 512
+    """Patch tokens per training step."""
+    n_features: int = 12
+    """Features drawn in the report."""
+    n_boot: int = 500
+    """Bootstrap resamples for correlation intervals."""
+
+
+@dataclass
+class DemoResult:
+    report: Path
+    baseline_report: Path
+    summary: dict
+    pretrained: bool
+
+
+def load_demo_backbone(settings: DemoSettings, offline: bool, device: str):
+    """The pretrained backbone if its weights can be had, else the same one with random weights."""
+    from softsae_vision.backbones import load_backbone
+
+    if not offline:
+        try:
+            return load_backbone(
+                settings.model, pretrained=True, device=device, image_size=settings.image_size
+            ), True
+        except SoftSAEError as err:
+            log.warning("pretrained weights unavailable (%s); using random weights", err)
+    return load_backbone(
+        settings.model, pretrained=False, device=device, image_size=settings.image_size
+    ), False
+
+
+def run_image_demo(
+    out: str | Path,
+    settings: DemoSettings | None = None,
+    images: str | Path | None = None,
+    offline: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+) -> DemoResult:
+    """Run extraction, training (SoftSAE and TopK, same K) and the HTML reports into ``out``."""
+    from softsae_vision.data.extract import extract
+    from softsae_vision.data.store_source import StoreSource
+    from softsae_vision.sae import SoftSAE, TopKSAE
+    from softsae_vision.training import TrainConfig, evaluate, train
+    from softsae_vision.viz.report import build_report
+
+    settings = settings or DemoSettings()
+    out = Path(out)
+    images = Path(images) if images is not None else ASSETS
+    if not images.exists():
+        raise SoftSAEError(
+            f"demo images not found at {images}; run from a clone of the repository "
+            "(they live in assets/images) or pass --images DIR"
+        )
+    backbone, pretrained = load_demo_backbone(settings, offline, device)
+    store = out / "store"
+    extract(
+        backbone,
+        images,
+        store,
+        layers=(settings.layer,),
+        tokens=None,  # every kind the model has: CLS, registers, patches
+        batch_size=16,
+        progress=progress,
+    )
+    source = StoreSource(store, layer=settings.layer, tokens="patch")
+    cfg = TrainConfig(
+        steps=settings.steps,
+        batch_size=settings.batch_size,
+        lr=2e-3,
+        device=device,
+        log_every=10,
+        checkpoint_every=max(50, settings.steps // 4),
+    )
+    runs = {"softsae": out / "softsae", "topk": out / "topk"}
+    saes = {
+        "softsae": SoftSAE(source.d, settings.n_latents, k=settings.k),
+        "topk": TopKSAE(source.d, settings.n_latents, k=settings.k),
+    }
+    summary: dict = {"model": settings.model, "pretrained": pretrained, "k": settings.k}
+    for name, sae in saes.items():
+        resume = (runs[name] / "config.json").exists()
+        if resume and json.loads((runs[name] / "config.json").read_text())["status"] == "complete":
+            from softsae_vision.sae import load_sae
+
+            sae = saes[name] = load_sae(runs[name])
+        else:
+            train(sae, source, cfg, run_dir=runs[name], resume=resume, progress=progress)
+        summary[name] = evaluate(sae, source.iter_eval(4096), device=device)
+    banner = None if pretrained else RANDOM_WEIGHTS_BANNER
+    reports = {
+        name: build_report(
+            runs[name],
+            store,
+            out / f"report_{name}",
+            banner=banner,
+            n_features=settings.n_features,
+            n_boot=settings.n_boot,
+            title=f"{name} on {settings.model} patch tokens (demo)",
+            device="cpu",
+            progress=progress,
+        )
+        for name in runs
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return DemoResult(reports["softsae"], reports["topk"], summary, pretrained)
