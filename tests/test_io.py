@@ -1,5 +1,6 @@
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +21,7 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
     target.write_text("old")
 
     def boom(tmp):
-        open(tmp, "w").write("half")
+        Path(tmp).write_text("half")
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
