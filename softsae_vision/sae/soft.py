@@ -25,8 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.ops import hard_topk
-from softsae_vision.ops._soft_topk_sparse import soft_topk_sparse
+from softsae_vision.ops import hard_topk, soft_topk
 from softsae_vision.sae.base import BaseSAE, SAEOutput, StepContext, TrainOutput, register_sae
 from softsae_vision.sae.topk import check_k
 
@@ -141,18 +140,6 @@ class SoftSAE(BaseSAE):
         codes_BF = self.hard_select(z_BF, k_hat_B)
         return SAEOutput(self.decode(codes_BF), codes_BF, k_hat_B)
 
-    def soft_codes(self, z_BF: Tensor, k_hat_B: Tensor, alpha: float) -> Tensor:
-        """z ⊙ soft_topk(z, k̂, α) (B, F), formed on each row's candidates when p is sparse.
-
-        The same numbers as the dense product, without a dense p and its dense gradient.
-        """
-        z_sel_BF = z_BF if self.selection_grad else z_BF.detach()
-        weights, idx_BM = soft_topk_sparse(z_sel_BF, k_hat_B, alpha)
-        if idx_BM is None:  # some row needs the dense path: weights is p (B, F)
-            return z_BF * weights
-        # Columns repeat only where the weight is 0, so accumulating is exact.
-        return torch.zeros_like(z_BF).scatter_add_(1, idx_BM, z_BF.gather(1, idx_BM) * weights)
-
     def train_output(self, xn_BD: Tensor, ctx: StepContext) -> TrainOutput:
         z_BF = self.pre_acts(xn_BD)
         if ctx.phase == "hard":
@@ -164,7 +151,8 @@ class SoftSAE(BaseSAE):
         # By default the weights see the latents detached: with α far below the latents' scale,
         # ∂p/∂z is a spike of height ~1/α at the threshold that swamps (and, through gradient
         # clipping, shrinks) every other gradient. k̂ still learns through ∂p/∂k̂.
-        codes_BF = self.soft_codes(z_BF, k_hat_B, ctx.alpha)
+        weights_BF = soft_topk(z_BF if self.selection_grad else z_BF.detach(), k_hat_B, ctx.alpha)
+        codes_BF = z_BF * weights_BF
         excess = k_hat_B.mean() - ctx.k_target
         k_loss = F.softplus(excess, beta=self.k_loss_beta)
         return TrainOutput(
