@@ -22,7 +22,7 @@ class ImageViews:
 
     def __init__(self, store: Store, cache_size: int = 256):
         self.store = store
-        self.paths = store.ok_images  # read once: row -> path
+        self.paths = list(store.ok_images)  # row -> path; our own copy, the store's is shared
         self.transform = store.transform
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_size = cache_size

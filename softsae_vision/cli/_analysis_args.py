@@ -5,14 +5,31 @@ from __future__ import annotations
 import argparse
 
 
-def add_common(p: argparse.ArgumentParser) -> None:
-    """RUN STORE --out DIR [--layer L] [--device D] [--no-progress]."""
+def add_common(p: argparse.ArgumentParser, *, pdf: bool = True) -> None:
+    """RUN STORE --out DIR [--layer L] [--device D] [--no-progress] [--pdf | --no-pdf].
+
+    Figures are always written as PNG; ``pdf`` is whether a PDF copy of each is written by
+    default (true for the figure commands, false for the report, where it is the slow part).
+    """
     p.add_argument("run_dir", metavar="RUN", help="SAE run directory (or its sae.safetensors)")
     p.add_argument("store", metavar="STORE", help="activation store made by `softsae extract`")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for figures and tables")
     p.add_argument("--layer", default=None, help="store layer (default: the run's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument(
+        "--pdf",
+        action=argparse.BooleanOptionalAction,
+        default=pdf,
+        help=f"also save every figure as PDF, for papers (default: {'on' if pdf else 'off'})",
+    )
+
+
+def formats_of(args: argparse.Namespace) -> tuple[str, ...]:
+    """The figure formats ``--pdf`` / ``--no-pdf`` asks for: PNG, plus PDF if asked."""
+    from softsae_vision.viz.style import figure_formats
+
+    return figure_formats(args.pdf)
 
 
 def open_pairing(args: argparse.Namespace):

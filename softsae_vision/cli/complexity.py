@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from softsae_vision.cli._analysis_args import add_common, device_of, open_pairing
+from softsae_vision.cli._analysis_args import add_common, device_of, formats_of, open_pairing
 
 
 def add_parser(sub, name: str) -> None:
@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=device_of(pairing),
         progress=not args.no_progress,
+        formats=formats_of(args),
     )
     print(f"{len(result.table.rows)} images; {result.note}")
     for variable in result.image_stats:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from softsae_vision.cli._analysis_args import add_common, device_of, feature_ids, open_pairing
+from softsae_vision.cli._analysis_args import (
+    add_common,
+    device_of,
+    feature_ids,
+    formats_of,
+    open_pairing,
+)
 
 
 def add_parser(sub, name: str) -> None:
@@ -46,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=device_of(pairing),
         progress=not args.no_progress,
+        formats=formats_of(args),
     )
     print(
         f"{len(result.figures)} feature figures and the index in {result.out} "

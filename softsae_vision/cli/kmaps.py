@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from softsae_vision.cli._analysis_args import add_common, device_of, open_pairing
+from softsae_vision.cli._analysis_args import add_common, device_of, formats_of, open_pairing
 
 
 def add_parser(sub, name: str) -> None:
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         n_single=args.n_single,
         device=device_of(pairing),
         progress=not args.no_progress,
+        formats=formats_of(args),
     )
     km = result.kmaps
     print(

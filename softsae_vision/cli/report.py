@@ -14,10 +14,12 @@ def add_parser(sub, name: str) -> None:
         description=(
             "Write DIR/index.html, a page that opens offline (relative links, no scripts), with "
             "the run's training curves, evaluation metrics on the store, a feature gallery, "
-            "k maps and the k-versus-complexity analysis. Figures are saved as PNG and PDF."
+            "k maps and the k-versus-complexity analysis. Figures are saved as PNG; --pdf adds "
+            "a PDF copy of each (linked from its caption), which makes the report several "
+            "times slower."
         ),
     )
-    add_common(p)
+    add_common(p, pdf=False)
     p.add_argument("--banner", default=None, help="warning shown at the top of the page")
     p.add_argument("--title", default=None, help="page title (default: from the run name)")
     p.add_argument("--n-features", type=int, default=12, help="features in the gallery")
@@ -44,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         title=args.title,
         device=str(resolve_device(args.device)),
         progress=not args.no_progress,
+        pdf=args.pdf,
     )
     print(f"report: {path}")
     return 0

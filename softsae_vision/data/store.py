@@ -125,6 +125,7 @@ class Store:
             )
         self._layers = {_layer_key(e["layer"]): e for e in self.meta["layers"]}
         self._images: list[ImageRecord] | None = None
+        self._ok_images: list[str] | None = None
         self._arrays: dict[str, np.ndarray] = {}
 
     @property
@@ -167,8 +168,13 @@ class Store:
 
     @property
     def ok_images(self) -> list[str]:
-        """Paths of the stored images in row order."""
-        return [r.path for r in self.images if r.ok]
+        """Paths of the stored images in row order (built once: :meth:`view` indexes it per row).
+
+        The list is shared between calls; do not modify it.
+        """
+        if self._ok_images is None:
+            self._ok_images = [r.path for r in self.images if r.ok]
+        return self._ok_images
 
     def resolve_layer(self, layer: Layer | None) -> Layer:
         """The stored layer meant by ``layer`` (int, "6", "-1", "embed"; None if only one)."""

@@ -14,6 +14,7 @@ import io
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from softsae_vision.errors import SoftSAEError
 from softsae_vision.sae.base import atomic_write, write_json_atomic
 from softsae_vision.viz.complexity_figures import render_complexity_scatter, render_patch_density
 from softsae_vision.viz.kmaps import compute_kmaps
-from softsae_vision.viz.style import save_figure
+from softsae_vision.viz.style import FIGURE_FORMATS, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +137,12 @@ def write_complexity(
     progress: bool = False,
     maps: tuple[KMaps, str] | None = None,
     figures: bool = True,
+    formats: Sequence[str] = FIGURE_FORMATS,
 ) -> ComplexityResult:
     """Compute complexity measures and k for every stored image, correlate them, and write
-    ``complexity.csv``, ``complexity.json`` and (unless ``figures=False``) the figures into
-    ``out``. ``maps`` reuses k maps already computed by :func:`compute_kmaps`."""
+    ``complexity.csv``, ``complexity.json`` and (unless ``figures=False``) the figures, in each
+    of ``formats``, into ``out``. ``maps`` reuses k maps already computed by
+    :func:`compute_kmaps`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     q, rows, k, kmaps, note = per_image_k(pairing, quantity, device, progress, maps)
@@ -157,14 +160,16 @@ def write_complexity(
     k_patch = kmaps.per_patch if kmaps is not None else None
     result = ComplexityResult(out, q, k, table, image_stats, patch_stats, note, k_patch)
     if figures:
-        _write_figures(result, pairing, ImageViews(pairing.store))
+        _write_figures(result, pairing, ImageViews(pairing.store), formats)
     result.files.append(_write_csv(out / "complexity.csv", result, pairing))
     write_json_atomic(out / "complexity.json", _finite_or_null(_summary(result, pairing, n_boot)))
     result.files.append(out / "complexity.json")
     return result
 
 
-def _write_figures(result: ComplexityResult, pairing: Pairing, views: ImageViews) -> None:
+def _write_figures(
+    result: ComplexityResult, pairing: Pairing, views: ImageViews, formats: Sequence[str]
+) -> None:
     sym = QUANTITY_SYMBOLS[result.quantity]
     label = QUANTITY_LABELS[result.quantity]
     thumbs = _Thumbnails(views, result.table.rows)
@@ -179,7 +184,7 @@ def _write_figures(result: ComplexityResult, pairing: Pairing, views: ImageViews
             k_symbol=sym,
             title=title,
         )
-        paths = save_figure(fig, result.out / f"scatter_{variable}")
+        paths = save_figure(fig, result.out / f"scatter_{variable}", formats)
         result.figures[f"scatter_{variable}"] = paths[0]
         result.files += paths
     if result.patch_stats and result.k_patch is not None:
@@ -190,7 +195,7 @@ def _write_figures(result: ComplexityResult, pairing: Pairing, views: ImageViews
             k_label=label,
             title=f"{pairing.name}: {sym} per patch against local complexity",
         )
-        paths = save_figure(fig, result.out / "patches")
+        paths = save_figure(fig, result.out / "patches", formats)
         result.figures["patches"] = paths[0]
         result.files += paths
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from softsae_vision.viz.feature_figures import (
     render_feature,
     render_feature_index,
 )
-from softsae_vision.viz.style import save_figure
+from softsae_vision.viz.style import FIGURE_FORMATS, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class FeaturesResult:
 
     out: Path
     features: list[int]
-    figures: dict[int, Path]  # feature -> PNG path
+    figures: dict[int, Path]  # feature -> path of its first format (PNG by default)
     index: Path | None
     top: TopActivations
     n_dead: int
@@ -95,11 +96,13 @@ def write_features(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = False,
+    formats: Sequence[str] = FIGURE_FORMATS,
 ) -> FeaturesResult:
     """Scan the store once, then draw each chosen feature's top images and an index figure.
 
-    Writes ``feature_<id>.png/.pdf``, ``index.png/.pdf``, ``features.json`` (per feature:
-    frequency, mean activation and its top images) and ``top_activations.npz`` into ``out``.
+    Writes ``feature_<id>.<fmt>`` and ``index.<fmt>`` for each of ``formats``, ``features.json``
+    (per feature: frequency, mean activation and its top images) and ``top_activations.npz``
+    into ``out``.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -126,12 +129,14 @@ def write_features(
         if not examples[f]:
             log.info("feature %d never fires on this store; no figure", f)
             continue
-        paths = save_figure(render_feature(summaries[f], examples[f]), out / f"feature_{f:05d}")
+        paths = save_figure(
+            render_feature(summaries[f], examples[f]), out / f"feature_{f:05d}", formats
+        )
         result.figures[f] = paths[0]
         result.files += paths
     if any(examples[f] for f in index_ids):
         entries = [(summaries[f], examples[f]) for f in index_ids]
-        paths = save_figure(render_feature_index(entries), out / "index")
+        paths = save_figure(render_feature_index(entries), out / "index", formats)
         result.index = paths[0]
         result.files += paths
     result.files.append(top.save(out / "top_activations.npz"))

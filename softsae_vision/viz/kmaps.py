@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from softsae_vision.viz.kmap_figures import (
     render_kmap,
     render_kmap_grid,
 )
-from softsae_vision.viz.style import save_figure
+from softsae_vision.viz.style import FIGURE_FORMATS, save_figure
 
 
 @dataclass
@@ -37,7 +38,8 @@ class KMapsResult:
     out: Path
     kmaps: KMaps
     cls_note: str  # why the CLS k is or is not reported
-    figures: dict[str, Path] = field(default_factory=dict)  # name -> PNG
+    formats: Sequence[str] = FIGURE_FORMATS
+    figures: dict[str, Path] = field(default_factory=dict)  # name -> first format's path
     files: list[Path] = field(default_factory=list)
 
 
@@ -93,19 +95,20 @@ def write_kmaps(
     device: str = "cpu",
     progress: bool = False,
     maps: tuple[KMaps, str] | None = None,
+    formats: Sequence[str] = FIGURE_FORMATS,
 ) -> KMapsResult:
     """Write k-map figures, ``kmaps.csv`` and ``kmaps.npz`` for every image of the store.
 
     Figures: ``lowest`` / ``highest`` (the ``n_grid`` images of lowest and highest per-image k,
     on one shared colour scale), ``distribution`` (k over patches and images) and
     ``kmap_<row>`` for ``n_single`` images spread evenly over the k ranking (every image if
-    ``n_single`` is negative).
+    ``n_single`` is negative); each figure in every one of ``formats``.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     kmaps, note = maps or compute_kmaps(pairing, quantity, device, progress)
     views = ImageViews(pairing.store)
-    result = KMapsResult(out, kmaps, note)
+    result = KMapsResult(out, kmaps, note, tuple(formats))
     order = np.argsort(kmaps.per_image, kind="stable")
     limits = k_limits(kmaps.per_patch)
     title_of = {
@@ -144,7 +147,7 @@ def _panel(kmaps: KMaps, views: ImageViews, i: int) -> KMapPanel:
 
 
 def _save(result: KMapsResult, name: str, fig) -> None:
-    paths = save_figure(fig, result.out / name)
+    paths = save_figure(fig, result.out / name, result.formats)
     result.figures[name] = paths[0]
     result.files += paths
 

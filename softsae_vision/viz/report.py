@@ -27,7 +27,7 @@ from softsae_vision.viz.complexity import VARIABLE_TITLES, write_complexity
 from softsae_vision.viz.curves import read_metrics, render_training_curves
 from softsae_vision.viz.features import write_features
 from softsae_vision.viz.kmaps import compute_kmaps, write_kmaps
-from softsae_vision.viz.style import save_figure
+from softsae_vision.viz.style import figure_formats, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -67,30 +67,38 @@ def build_report(
     title: str | None = None,
     device: str = "cpu",
     progress: bool = False,
+    pdf: bool = False,
 ) -> Path:
     """Write ``out/index.html`` (plus its figures in subfolders); return the page's path.
 
     ``banner`` is shown prominently at the top, e.g. "features from random weights are not
-    semantic"; ``kmap_images`` single-image k maps are drawn. Raises :class:`SoftSAEError` if the
-    run and store do not belong together.
+    semantic"; ``kmap_images`` single-image k maps are drawn. Figures are PNGs (all the page
+    needs); ``pdf=True`` also writes a PDF of each, linked from its caption — several times
+    slower, so off by default. Raises :class:`SoftSAEError` if the run and store do not belong
+    together.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pairing = pair(run, store, layer=layer, device=device)
     dev = str(next(pairing.sae.parameters()).device)
+    fmts = figure_formats(pdf)  # PNG first: the page shows the first path of each figure
     body = [_header(pairing, title, banner)]
-    body.append(_section("Training", lambda: _training(pairing, out)))
+    body.append(_section("Training", lambda: _training(pairing, out, fmts)))
     body.append(_section("Evaluation on this store", lambda: _evaluation(pairing)))
     body.append(
         _section(
             "Features",
-            lambda: _features(pairing, out, n_features, n_top, dev, progress),
+            lambda: _features(pairing, out, n_features, n_top, dev, progress, fmts),
         )
     )
     maps: list[Any] = []  # k maps computed once, shared by the k-map and complexity sections
-    body.append(_section("k maps", lambda: _kmaps(pairing, out, maps, kmap_images, dev, progress)))
     body.append(
-        _section("k and image complexity", lambda: _complexity(pairing, out, maps, n_boot, dev))
+        _section("k maps", lambda: _kmaps(pairing, out, maps, kmap_images, dev, progress, fmts))
+    )
+    body.append(
+        _section(
+            "k and image complexity", lambda: _complexity(pairing, out, maps, n_boot, dev, fmts)
+        )
     )
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body.append(f'<p class="note">Made by softsae-vision {__version__} on {stamp}.</p>')
@@ -130,11 +138,11 @@ def _header(pairing: Pairing, title: str | None, banner: str | None) -> str:
     return "\n".join(parts)
 
 
-def _training(pairing: Pairing, out: Path) -> str:
+def _training(pairing: Pairing, out: Path, formats: tuple[str, ...]) -> str:
     if pairing.run_dir is None:
         raise SoftSAEError("no run directory, so no training curve")
     records = read_metrics(pairing.run_dir)
-    paths = save_figure(render_training_curves(records), out / "training" / "curves")
+    paths = save_figure(render_training_curves(records), out / "training" / "curves", formats)
     last = {k: v for k, v in records[-1].items() if isinstance(v, int | float)} if records else {}
     table = _table(["final value", ""], [(k, _fmt(v)) for k, v in last.items()])
     return _figure(out, paths[0], f"Training curves ({len(records)} logged steps).") + table
@@ -163,7 +171,13 @@ def _evaluation(pairing: Pairing) -> str:
 
 
 def _features(
-    pairing: Pairing, out: Path, n_features: int, n_top: int, device: str, progress: bool
+    pairing: Pairing,
+    out: Path,
+    n_features: int,
+    n_top: int,
+    device: str,
+    progress: bool,
+    formats: tuple[str, ...],
 ) -> str:
     result = write_features(
         pairing,
@@ -172,6 +186,7 @@ def _features(
         n_top=n_top,
         device=device,
         progress=progress,
+        formats=formats,
     )
     parts = [
         _note(
@@ -191,10 +206,18 @@ def _features(
 
 
 def _kmaps(
-    pairing: Pairing, out: Path, maps: list, n_single: int, device: str, progress: bool
+    pairing: Pairing,
+    out: Path,
+    maps: list,
+    n_single: int,
+    device: str,
+    progress: bool,
+    formats: tuple[str, ...],
 ) -> str:
     maps.append(compute_kmaps(pairing, device=device, progress=progress))
-    result = write_kmaps(pairing, out / "kmaps", maps=maps[0], n_single=n_single, device=device)
+    result = write_kmaps(
+        pairing, out / "kmaps", maps=maps[0], n_single=n_single, device=device, formats=formats
+    )
     km = result.kmaps
     captions = {
         "lowest": f"Images with the lowest per-image {km.symbol}.",
@@ -213,9 +236,16 @@ def _kmaps(
     return "\n".join(parts)
 
 
-def _complexity(pairing: Pairing, out: Path, maps: list, n_boot: int, device: str) -> str:
+def _complexity(
+    pairing: Pairing, out: Path, maps: list, n_boot: int, device: str, formats: tuple[str, ...]
+) -> str:
     result = write_complexity(
-        pairing, out / "complexity", n_boot=n_boot, device=device, maps=maps[0] if maps else None
+        pairing,
+        out / "complexity",
+        n_boot=n_boot,
+        device=device,
+        maps=maps[0] if maps else None,
+        formats=formats,
     )
     parts = [_note(result.note)]
     header = ["k variable", "measure", "Spearman ρ [95% CI]", "Pearson r [95% CI]"]

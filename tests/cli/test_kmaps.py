@@ -19,6 +19,16 @@ def test_kmaps_command(fx, tmp_path, capsys):
         assert_figure(out / f"{name}.png")
     assert len(list(out.glob("kmap_*.png"))) == 1
     assert (out / "kmaps.csv").is_file() and (out / "kmaps.json").is_file()
+    # The figure commands write PDFs for papers by default.
+    assert {p.stem for p in out.glob("*.pdf")} == {p.stem for p in out.glob("*.png")}
+
+
+def test_kmaps_no_pdf_writes_pngs_only(fx, tmp_path):
+    out = tmp_path / "k"
+    args = ["kmaps", str(fx.soft_run), str(fx.store), "--out", str(out), "--no-progress"]
+    assert main([*args, "--n-grid", "2", "--n-single", "0", "--no-pdf"]) == 0
+    assert {p.name for p in out.glob("*.png")} == {"lowest.png", "highest.png", "distribution.png"}
+    assert not list(out.glob("*.pdf"))
 
 
 def test_kmaps_needs_patch_tokens(fx, tmp_path, capsys):

@@ -29,7 +29,7 @@ def test_report_is_offline_and_complete(fx, tmp_path, capsys):
     banner = "features from random weights are not semantic"
     args = ["report", str(fx.soft_all_run), str(fx.store), "--out", str(out), "--no-progress"]
     args += ["--banner", banner, "--n-features", "1", "--top", "2", "--n-boot", "20"]
-    args += ["--kmap-images", "1"]
+    args += ["--kmap-images", "1", "--pdf"]
     assert main(args) == 0
     page = out / "index.html"
     assert str(page) in capsys.readouterr().out
@@ -47,6 +47,9 @@ def test_report_is_offline_and_complete(fx, tmp_path, capsys):
     for png in Path(out).rglob("*.png"):
         assert_figure(png, min_width=150, min_height=100)
     assert "fvu" in text and "Spearman" in text
+    pngs, pdfs = list(out.rglob("*.png")), list(out.rglob("*.pdf"))
+    assert pngs and {p.with_suffix("") for p in pdfs} == {p.with_suffix("") for p in pngs}
+    assert text.count(">PDF</a>") == len(pdfs)  # --pdf: each caption links its PDF
 
 
 def test_report_notes_sections_that_do_not_apply(fx, tmp_path):
@@ -58,3 +61,5 @@ def test_report_notes_sections_that_do_not_apply(fx, tmp_path):
     text = page.read_text()
     assert text.count("Not available") >= 2  # features, k maps, complexity need patches
     assert "needs patch tokens" in text
+    assert (tmp_path / "training" / "curves.png").is_file()
+    assert not list(tmp_path.rglob("*.pdf")) and ">PDF</a>" not in text  # PNGs unless asked

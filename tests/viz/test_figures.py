@@ -18,7 +18,7 @@ from softsae_vision.viz.kmap_figures import (
     render_kmap_grid,
 )
 from softsae_vision.viz.overlay import Limits, blend_heatmap, strongest_patch, zoom_crop
-from softsae_vision.viz.style import save_figure
+from softsae_vision.viz.style import figure_formats, save_figure
 from tests._fixtures_render import assert_figure
 
 RNG = np.random.default_rng(0)
@@ -47,6 +47,18 @@ def test_save_figure_writes_png_and_pdf(tmp_path):
     assert [p.suffix for p in paths] == [".png", ".pdf"]
     assert_figure(paths[0])
     assert not list((tmp_path / "sub").glob("*.tmp"))
+
+
+def test_save_figure_writes_only_the_formats_asked_for(tmp_path):
+    fig = render_k_distribution(RNG.uniform(10, 40, 50), RNG.uniform(10, 40, 5))
+    assert save_figure(fig, tmp_path / "d", figure_formats(pdf=False)) == [tmp_path / "d.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.png"]
+    assert figure_formats(pdf=True) == ("png", "pdf")
+    with pytest.raises(SoftSAEError, match="unknown figure format"):
+        save_figure(fig, tmp_path / "e", ("png", "jpg"))
+    with pytest.raises(SoftSAEError, match="at least one format"):
+        save_figure(fig, tmp_path / "e", ())
+    assert not (tmp_path / "e.png").exists()  # nothing written before the formats are checked
 
 
 @pytest.mark.parametrize("n", [1, 9])
