@@ -19,8 +19,10 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         return torch.device("cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise SoftSAEError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    except RuntimeError as err:
+        raise SoftSAEError(
+            f"unknown device {name!r} ({err}); use auto, cpu, cuda or cuda:N"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SoftSAEError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return device

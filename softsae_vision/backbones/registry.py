@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from softsae_vision.backbones.base import Backbone
+from softsae_vision.devices import resolve_device
 from softsae_vision.errors import SoftSAEError
 
 Loader = Callable[..., Backbone]
@@ -73,29 +74,6 @@ def parse_backbone_name(name: str) -> BackboneName:
             f"backbone name {name!r} has an empty model name; write e.g. {_examples()}"
         )
     return BackboneName(library, model, tag or None)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then CPU; anything else is passed to torch."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as err:
-        raise SoftSAEError(
-            f"unknown device {device!r} ({err}); use auto, cpu, cuda or cuda:N"
-        ) from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise SoftSAEError(
-            f"device {device!r} requested but CUDA is not available; use --device cpu"
-        )
-    return resolved
 
 
 def load_backbone(
