@@ -71,14 +71,18 @@ class _Accumulator:
             "dead_frac": (~self.fired).float().mean().item(),
         }
         if self.k_hats:
-            k = torch.cat(self.k_hats)
-            out.update(
-                k_hat_mean=k.mean().item(),
-                k_hat_std=k.std().item() if len(k) > 1 else 0.0,
-                k_hat_min=k.min().item(),
-                k_hat_max=k.max().item(),
-            )
+            out.update(k_hat_summary(torch.cat(self.k_hats)))
         return out
+
+
+def k_hat_summary(k_hat_N: torch.Tensor) -> dict[str, float]:
+    """Mean, std, min and max of predicted k̂ values."""
+    return {
+        "k_hat_mean": k_hat_N.mean().item(),
+        "k_hat_std": k_hat_N.std().item() if len(k_hat_N) > 1 else 0.0,
+        "k_hat_min": k_hat_N.min().item(),
+        "k_hat_max": k_hat_N.max().item(),
+    }
 
 
 @torch.no_grad()

@@ -29,6 +29,7 @@ from softsae_vision.sae.base import CONFIG_FILE, WEIGHTS_FILE, BaseSAE, StepCont
 from softsae_vision.sae.soft import SoftSAE
 from softsae_vision.training import schedules
 from softsae_vision.training.config import TrainConfig
+from softsae_vision.training.evaluate import k_hat_summary
 from softsae_vision.training.losses import auxk_loss, squared_error
 
 log = logging.getLogger(__name__)
@@ -171,13 +172,7 @@ class Trainer:
         }
         stats.update({f"loss_{name}": v.item() for name, v in out.extra_losses.items()})
         if out.k_hat is not None:
-            k = out.k_hat
-            stats.update(
-                k_hat_mean=k.mean().item(),
-                k_hat_std=k.std().item() if len(k) > 1 else 0.0,
-                k_hat_min=k.min().item(),
-                k_hat_max=k.max().item(),
-            )
+            stats.update(k_hat_summary(out.k_hat))
         return stats
 
     @torch.no_grad()
