@@ -118,6 +118,22 @@ def solve_threshold(v_RN: Tensor, k_R: Tensor, w_RN: Tensor | None = None) -> Te
     return v_RN.gather(1, j_R1)[:, 0] + log_x_R
 
 
+def _phi_softmax(t_RN: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(e = φ/(½e^{top}) (R, N), top (R, 1), Σe (R,)): q = e/Σe, defined even when φ underflows."""
+    e_RN = t_RN.abs().neg_()  # −|t|, turned in place into e^{−|t| − top}
+    top_R1 = e_RN.amax(dim=1, keepdim=True)
+    top_R1 = torch.where(torch.isfinite(top_R1), top_R1, torch.zeros_like(top_R1))
+    e_RN.sub_(top_R1).mul_(im.LOG2E).exp2_()  # φ / (½ e^{top}), at most 1
+    sum_e_R = e_RN.sum(dim=1).clamp_min(torch.finfo(e_RN.dtype).tiny)
+    return e_RN, top_R1, sum_e_R
+
+
+def implicit_grad_k(t_RN: Tensor, g_RN: Tensor) -> tuple[Tensor]:
+    """(∂L/∂k (R,),) = Σ q g alone: what the backward needs when r takes no gradient."""
+    e_RN, _, sum_e_R = _phi_softmax(t_RN)
+    return ((e_RN * g_RN).sum(dim=1) / sum_e_R,)
+
+
 def implicit_backward(t_RN: Tensor, g_RN: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
     """Return (∂L/∂r (R, N), ∂L/∂k (R,)) from t = (r − b)/α and g = ∂L/∂p (same dtype).
 
@@ -125,11 +141,7 @@ def implicit_backward(t_RN: Tensor, g_RN: Tensor, alpha: float) -> tuple[Tensor,
     q is formed as a softmax so it stays defined when every φ underflows; entries with
     t = −inf take no part. Rows where every t is −inf give zeros.
     """
-    e_RN = t_RN.abs().neg_()  # −|t|, turned in place into e^{−|t| − top}
-    top_R1 = e_RN.amax(dim=1, keepdim=True)
-    top_R1 = torch.where(torch.isfinite(top_R1), top_R1, torch.zeros_like(top_R1))
-    e_RN.sub_(top_R1).mul_(im.LOG2E).exp2_()  # φ / (½ e^{top}), at most 1
-    sum_e_R = e_RN.sum(dim=1).clamp_min(torch.finfo(e_RN.dtype).tiny)
+    e_RN, top_R1, sum_e_R = _phi_softmax(t_RN)
     grad_k_R = (e_RN * g_RN).sum(dim=1) / sum_e_R
     scale_R1 = im.exp(top_R1).mul_(0.5 / alpha)
     grad_r_RN = (g_RN - grad_k_R[:, None]).mul_(e_RN).mul_(scale_R1)

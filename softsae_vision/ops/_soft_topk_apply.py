@@ -8,7 +8,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from softsae_vision.ops._lapsum import implicit_backward, laplace_cdf
+from softsae_vision.ops._lapsum import implicit_backward, implicit_grad_k, laplace_cdf
 from softsae_vision.ops._row_blocks import by_row_blocks, compute_dtype, row_chunks
 from softsae_vision.ops._soft_topk_plan import DenseRows, Plan
 
@@ -48,11 +48,26 @@ def _put_rows(dst: Tensor, rows: slice | Tensor, src: Tensor) -> None:
         dst.index_copy_(0, rows, src)
 
 
+def candidate_weights(t_RN: Tensor, out_dtype: torch.dtype) -> Tensor:
+    """Φ(t) (R, N) rounded once to out_dtype: the weights of a sparse group's candidates."""
+    (p_RN,) = by_row_blocks(lambda t: (laplace_cdf(t).to(out_dtype),), t_RN)
+    return p_RN
+
+
+def candidate_grads(
+    t_RN: Tensor, g_RN: Tensor, alpha: float, need_x: bool
+) -> tuple[Tensor | None, Tensor]:
+    """(∂L/∂r (R, N) float64 or None when not needed, ∂L/∂k (R,) float64) for candidates."""
+    if need_x:
+        return by_row_blocks(partial(implicit_backward, alpha=alpha), t_RN, g_RN)
+    return None, by_row_blocks(implicit_grad_k, t_RN, g_RN)[0]
+
+
 def forward_output(x_BF: Tensor, plan: Plan, alpha: float, out_dtype: torch.dtype) -> Tensor:
     """p (B, F) in out_dtype: candidates scattered into zeros, dense rows computed whole."""
     p_BF = torch.zeros(x_BF.shape, dtype=out_dtype, device=x_BF.device)
     for grp in plan.sparse:
-        (p_RN,) = by_row_blocks(lambda t: (laplace_cdf(t).to(out_dtype),), grp.t)
+        p_RN = candidate_weights(grp.t, out_dtype)
         if grp.rows is None:
             p_BF.scatter_(1, grp.idx, p_RN)
         else:
@@ -64,27 +79,34 @@ def forward_output(x_BF: Tensor, plan: Plan, alpha: float, out_dtype: torch.dtyp
 
 
 def backward_grads(
-    x_BF: Tensor, plan: Plan, alpha: float, grad_p_BF: Tensor
-) -> tuple[Tensor, Tensor]:
-    """(∂L/∂x (B, F) in x's dtype, ∂L/∂k (B,) float64) from the plan and ∂L/∂p."""
-    grad_x_BF = torch.zeros_like(x_BF)
+    x_BF: Tensor, plan: Plan, alpha: float, grad_p_BF: Tensor, need_x: bool = True
+) -> tuple[Tensor | None, Tensor]:
+    """(∂L/∂x (B, F) in x's dtype, or None unless need_x; ∂L/∂k (B,) float64) from ∂L/∂p."""
+    grad_x_BF = torch.zeros_like(x_BF) if need_x else None
     grad_k_B = torch.zeros(x_BF.shape[0], dtype=torch.float64, device=x_BF.device)
-    backward = partial(implicit_backward, alpha=alpha)
     for grp in plan.sparse:
         if grp.rows is None:
             g_RN = grad_p_BF.gather(1, grp.idx).double()
         else:
             g_RN = grad_p_BF[grp.rows[:, None], grp.idx].double()
-        gx_RN, gk_R = by_row_blocks(backward, grp.t, g_RN)
+        gx_RN, gk_R = candidate_grads(grp.t, g_RN, alpha, need_x)
+        if grp.rows is None:
+            grad_k_B.copy_(gk_R)
+        else:
+            grad_k_B.index_copy_(0, grp.rows, gk_R)
+        if gx_RN is None:
+            continue
         if grp.rows is None:
             grad_x_BF.scatter_(1, grp.idx, gx_RN.to(x_BF.dtype))
-            grad_k_B.copy_(gk_R)
         else:
             rows_RN = grp.rows[:, None].expand_as(grp.idx)
             grad_x_BF.index_put_((rows_RN, grp.idx), gx_RN.to(x_BF.dtype))
-            grad_k_B.index_copy_(0, grp.rows, gk_R)
     for rows, t_CF in _dense_chunks(x_BF, plan, alpha, compute_dtype(x_BF.dtype)):
-        gx_CF, gk_C = backward(t_CF, grad_p_BF[rows].to(t_CF.dtype))
-        _put_rows(grad_x_BF, rows, gx_CF.to(x_BF.dtype))
+        g_CF = grad_p_BF[rows].to(t_CF.dtype)
+        if need_x:
+            gx_CF, gk_C = implicit_backward(t_CF, g_CF, alpha)
+            _put_rows(grad_x_BF, rows, gx_CF.to(x_BF.dtype))
+        else:
+            (gk_C,) = implicit_grad_k(t_CF, g_CF)
         _put_rows(grad_k_B, rows, gk_C.double())
     return grad_x_BF, grad_k_B

@@ -17,7 +17,7 @@ from torch import Tensor
 from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops._lapsum import laplace_cdf
 from softsae_vision.ops._soft_topk_apply import backward_grads, forward_output
-from softsae_vision.ops._soft_topk_plan import fast_path_enabled, plan_rows
+from softsae_vision.ops._soft_topk_plan import Plan, fast_path_enabled, plan_rows
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -82,10 +82,25 @@ def _check_k(k: Tensor | float, B: int, F: int, device: torch.device) -> Tensor:
     return k_B
 
 
+def prepare(x: Tensor, k: Tensor | float, alpha: float) -> tuple[Tensor, Tensor, float]:
+    """(x as (B, F), k as a float (B,) tensor, alpha as a float), checked."""
+    alpha = _check_alpha(alpha)
+    x_BF = _check_x(x)
+    B, F = x_BF.shape
+    k_B = _check_k(k, B, F, x_BF.device)
+    if k_B.dtype not in _FLOAT_DTYPES:
+        k_B = k_B.double()
+    return x_BF, k_B, alpha
+
+
+def make_plan(x_BF: Tensor, k_B: Tensor, alpha: float) -> Plan:
+    """Each row's threshold and the path that serves it (see _soft_topk_plan.py)."""
+    return plan_rows(x_BF.detach(), k_B.detach().double(), alpha, fast_path_enabled())
+
+
 class _SoftTopK(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x_BF: Tensor, k_B: Tensor, alpha: float, fast: bool) -> Tensor:
-        plan = plan_rows(x_BF, k_B.detach().double(), alpha, fast)
+    def forward(ctx, x_BF: Tensor, k_B: Tensor, alpha: float, plan: Plan) -> Tensor:
         ctx.plan, ctx.alpha, ctx.k_dtype = plan, alpha, k_B.dtype
         ctx.save_for_backward(x_BF)
         return forward_output(x_BF, plan, alpha, x_BF.dtype)
@@ -94,10 +109,15 @@ class _SoftTopK(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_p_BF: Tensor):
         (x_BF,) = ctx.saved_tensors
-        grad_x, grad_k = backward_grads(x_BF, ctx.plan, ctx.alpha, grad_p_BF)
+        need_x = ctx.needs_input_grad[0]
+        grad_x, grad_k = backward_grads(x_BF, ctx.plan, ctx.alpha, grad_p_BF, need_x)
         grad_k = grad_k.to(ctx.k_dtype) if ctx.needs_input_grad[1] else None
-        grad_x = grad_x if ctx.needs_input_grad[0] else None
         return grad_x, grad_k, None, None
+
+
+def dense_soft_topk(x_BF: Tensor, k_B: Tensor, alpha: float, plan: Plan) -> Tensor:
+    """p (B, F) from checked inputs and their plan, differentiable in x and k."""
+    return _SoftTopK.apply(x_BF, k_B, alpha, plan)
 
 
 def soft_topk(x: Tensor, k: Tensor | float, alpha: float) -> Tensor:
@@ -114,13 +134,8 @@ def soft_topk(x: Tensor, k: Tensor | float, alpha: float) -> Tensor:
     exact zeros. Rows whose mass sits in their top entries touch only those (about the cost
     of a hard top-k); ``SOFTSAE_SOFT_TOPK_FAST=0`` forces the full-sort path everywhere.
     """
-    alpha = _check_alpha(alpha)
-    x_BF = _check_x(x)
-    B, F = x_BF.shape
-    k_B = _check_k(k, B, F, x_BF.device)
-    if k_B.dtype not in _FLOAT_DTYPES:
-        k_B = k_B.double()
-    p_BF = _SoftTopK.apply(x_BF, k_B, alpha, fast_path_enabled())
+    x_BF, k_B, alpha = prepare(x, k, alpha)
+    p_BF = dense_soft_topk(x_BF, k_B, alpha, make_plan(x_BF, k_B, alpha))
     return p_BF if x.dim() == 2 else p_BF[0]
 
 

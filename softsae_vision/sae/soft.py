@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.ops import hard_topk, soft_topk
+from softsae_vision.ops import hard_topk
+from softsae_vision.ops._soft_topk_sparse import soft_topk_product
 from softsae_vision.sae.base import BaseSAE, SAEOutput, StepContext, TrainOutput, register_sae
 from softsae_vision.sae.topk import check_k
 
@@ -151,8 +152,7 @@ class SoftSAE(BaseSAE):
         # By default the weights see the latents detached: with α far below the latents' scale,
         # ∂p/∂z is a spike of height ~1/α at the threshold that swamps (and, through gradient
         # clipping, shrinks) every other gradient. k̂ still learns through ∂p/∂k̂.
-        weights_BF = soft_topk(z_BF if self.selection_grad else z_BF.detach(), k_hat_B, ctx.alpha)
-        codes_BF = z_BF * weights_BF
+        codes_BF = soft_topk_product(z_BF, k_hat_B, ctx.alpha, self.selection_grad)
         excess = k_hat_B.mean() - ctx.k_target
         k_loss = F.softplus(excess, beta=self.k_loss_beta)
         return TrainOutput(

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from softsae_vision import SoftSAEError
+from softsae_vision.ops import soft_topk
 from softsae_vision.sae import BatchTopKSAE, MatryoshkaSAE, ReLUSAE, SoftSAE, StepContext, TopKSAE
 from softsae_vision.sae.matryoshka import group_sizes
 
@@ -109,6 +110,29 @@ class TestSoftSAE:
         out = sae.train_output(xn, StepContext(phase="soft", alpha=0.1, k_target=4.0))
         weights = out.codes / sae.pre_acts(xn)
         assert torch.allclose(weights.sum(-1), out.k_hat, rtol=1e-4)
+
+    @pytest.mark.parametrize("selection_grad", [False, True])
+    def test_soft_codes_and_gradients_equal_the_dense_product(self, selection_grad):
+        """The candidate-only soft codes are z ⊙ soft_topk(z, k̂, α), bit for bit."""
+        sae = SoftSAE(D, 256, k=4, selection_grad=selection_grad)
+        xn = torch.randn(64, D)
+        ctx = StepContext(phase="soft", alpha=1e-3, k_target=4.0)
+        grads = []
+        for dense in (False, True):
+            sae.zero_grad(set_to_none=True)
+            if dense:
+                z = sae.pre_acts(xn)
+                k_hat = sae.predict_k_normalized(xn, z)
+                codes = z * soft_topk(z if selection_grad else z.detach(), k_hat, ctx.alpha)
+            else:
+                codes = sae.train_output(xn, ctx).codes
+            codes.pow(2).sum().backward()
+            with_grad = [p.grad.clone() for p in sae.parameters() if p.grad is not None]
+            grads.append([codes.detach(), *with_grad])
+        assert len(grads[0]) == len(grads[1]) >= 4  # codes, W_enc, b_enc and the estimator
+        for sparse, dense in zip(*grads, strict=True):
+            torch.testing.assert_close(sparse, dense, atol=1e-6, rtol=1e-5)
+        assert torch.equal(grads[0][0], grads[1][0])
 
     def test_k_loss_is_one_sided_soft_hinge_on_batch_mean(self):
         sae = SoftSAE(D, F, k=4, k_loss_beta=5.0)

@@ -1,0 +1,74 @@
+"""z ⊙ soft_topk(z, k, α) formed on each row's candidates: the SoftSAE's soft codes.
+
+When every row of the plan is served by its top candidates, p is zero off them, so the
+product only needs the candidates: gather z there, multiply by their weights and scatter
+into zeros. The same numbers as the dense product, without a dense p, two dense products and
+p's dense gradient. A batch with a row the plan serves densely (see _soft_topk_plan.py)
+falls back to the dense product.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from softsae_vision.errors import SoftSAEError
+from softsae_vision.ops._soft_topk_apply import candidate_grads, candidate_weights
+from softsae_vision.ops.soft_topk import dense_soft_topk, make_plan, prepare
+
+
+class _CandidateWeights(torch.autograd.Function):
+    """w = Φ(t) (R, M) of one sparse group, differentiable in k (and in x when it asks)."""
+
+    @staticmethod
+    def forward(ctx, x_BF, k_B, alpha, rows_R, idx_RM, t_RM):
+        ctx.alpha, ctx.k_meta, ctx.x_meta = alpha, (k_B.shape, k_B.dtype), (x_BF.shape, x_BF.dtype)
+        ctx.rows_R = rows_R
+        ctx.save_for_backward(idx_RM, t_RM)
+        return candidate_weights(t_RM, x_BF.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_w_RM: Tensor):
+        idx_RM, t_RM = ctx.saved_tensors
+        need_x, need_k = ctx.needs_input_grad[:2]
+        rows_R, dev = ctx.rows_R, grad_w_RM.device
+        gx_RM, gk_R = candidate_grads(t_RM, grad_w_RM.double(), ctx.alpha, need_x)
+        grad_x = grad_k = None
+        if need_k:
+            k_shape, k_dtype = ctx.k_meta
+            if rows_R is None:
+                grad_k = gk_R.to(k_dtype)
+            else:
+                grad_k = torch.zeros(k_shape, dtype=k_dtype, device=dev)
+                grad_k.index_copy_(0, rows_R, gk_R.to(k_dtype))
+        if need_x:
+            x_shape, x_dtype = ctx.x_meta
+            grad_x = torch.zeros(x_shape, dtype=x_dtype, device=dev)
+            if rows_R is None:
+                grad_x.scatter_(1, idx_RM, gx_RM.to(x_dtype))
+            else:
+                grad_x.index_put_((rows_R[:, None], idx_RM), gx_RM.to(x_dtype))
+        return grad_x, grad_k, None, None, None, None
+
+
+def soft_topk_product(z: Tensor, k: Tensor | float, alpha: float, selection_grad: bool) -> Tensor:
+    """z ⊙ soft_topk(z, k, alpha) (B, F); the weights see z detached unless selection_grad.
+
+    Equal to the dense product (every entry, and the gradients in z and k); z must be (B, F).
+    """
+    if not isinstance(z, Tensor) or z.dim() != 2:
+        raise SoftSAEError("soft_topk_product: z must be a (B, F) tensor")
+    x_BF, k_B, alpha = prepare(z if selection_grad else z.detach(), k, alpha)
+    plan = make_plan(x_BF, k_B, alpha)
+    if plan.dense or not plan.sparse:
+        return z * dense_soft_topk(x_BF, k_B, alpha, plan)
+    codes_BF = torch.zeros_like(z)
+    for grp in plan.sparse:  # the first serves every row; rows served later have weight 0 there
+        w_RM = _CandidateWeights.apply(x_BF, k_B, alpha, grp.rows, grp.idx, grp.t)
+        if grp.rows is None:
+            codes_BF.scatter_(1, grp.idx, z.gather(1, grp.idx) * w_RM)
+        else:
+            at = (grp.rows[:, None], grp.idx)
+            codes_BF.index_put_(at, z[at] * w_RM, accumulate=True)  # 0 + z·w: exact
+    return codes_BF
