@@ -5,18 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 
+from softsae_vision.cli.train import add_store_args
+
 
 def add_parser(sub, name: str) -> None:
     p = sub.add_parser(name, help="evaluate an SAE run on held-out data")
     p.add_argument("run_dir", metavar="RUN", help="run directory (or its sae.safetensors)")
     p.add_argument("data", metavar="DATA", help=".npy file (N, d) or activation store directory")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    p.add_argument("--layer", default=None, help="store layer (default: the run's)")
-    p.add_argument(
-        "--tokens",
-        default=None,
-        choices=("patch", "cls", "register", "all", "embed"),
-        help="store token type (default: the run's)",
+    add_store_args(
+        p,
+        layer_help="store layer (default: the run's)",
+        tokens_help="store token type (default: the run's)",
     )
     p.add_argument("--batch-size", type=int, default=4096, help="rows per evaluation batch")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

@@ -6,6 +6,13 @@ import argparse
 import json
 
 ARCHES = ("softsae", "topk", "batchtopk", "matryoshka", "relu")
+TOKEN_CHOICES = ("patch", "cls", "register", "all", "embed")
+
+
+def add_store_args(p: argparse.ArgumentParser, layer_help: str, tokens_help: str) -> None:
+    """--layer and --tokens, which pick rows from an activation store (train and eval)."""
+    p.add_argument("--layer", default=None, help=layer_help)
+    p.add_argument("--tokens", default=None, choices=TOKEN_CHOICES, help=tokens_help)
 
 
 def add_parser(sub, name: str) -> None:
@@ -25,12 +32,10 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for init and data order")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--layer", default=None, help="store layer (block index or 'embed')")
-    p.add_argument(
-        "--tokens",
-        default=None,
-        choices=("patch", "cls", "register", "all", "embed"),
-        help="store token type to train on (default: patch, or embed for the embed layer)",
+    add_store_args(
+        p,
+        layer_help="store layer (block index or 'embed')",
+        tokens_help="store token type to train on (default: patch, or embed for the embed layer)",
     )
     soft = p.add_argument_group("SoftSAE")
     soft.add_argument("--k-max", type=float, default=None, help="largest k̂ (default 4·k)")
