@@ -15,7 +15,6 @@ Conventions (all architectures):
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,12 +223,7 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> Bas
     path = Path(path)
     run_dir = path.parent if path.suffix == ".safetensors" else path
     weights, config_path = run_dir / WEIGHTS_FILE, run_dir / CONFIG_FILE
-    if config_path.is_file() and '"status": "running"' in config_path.read_text():
-        raise SoftSAEError(
-            f"{run_dir} is an unfinished training run; finish it with "
-            f"`softsae train ... --out {run_dir} --resume`"
-        )
-    if not config_path.is_file() or not weights.is_file():
+    if not config_path.is_file():
         raise SoftSAEError(
             f"{run_dir} is not an SAE run: expected {CONFIG_FILE} and {WEIGHTS_FILE} there "
             "(train one with `softsae train`)"
@@ -240,6 +234,16 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> Bas
         d_in, n_latents, hparams = config["d_in"], config["n_latents"], config.get("hparams", {})
     except (json.JSONDecodeError, KeyError) as err:
         raise SoftSAEError(f"{config_path} is damaged or not an SAE config ({err})") from None
+    if config.get("status", "complete") != "complete":
+        raise SoftSAEError(
+            f"{run_dir} is an unfinished training run; finish it with "
+            f"`softsae train ... --out {run_dir} --resume`"
+        )
+    if not weights.is_file():
+        raise SoftSAEError(
+            f"{run_dir} is not an SAE run: expected {CONFIG_FILE} and {WEIGHTS_FILE} there "
+            "(train one with `softsae train`)"
+        )
     if config.get("schema_version", 0) > SCHEMA_VERSION:
         raise SoftSAEError(
             f"{run_dir} was written by a newer softsae-vision (schema "
@@ -256,10 +260,3 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> Bas
             f"(missing {missing}, unexpected {unexpected})"
         )
     return sae.to(device).eval()
-
-
-def as_k_tensor(k: float, name: str = "k") -> float:
-    """Validate a positive finite sparsity hyperparameter."""
-    if not math.isfinite(k) or k <= 0:
-        raise SoftSAEError(f"{name} must be a positive number, got {k}")
-    return float(k)

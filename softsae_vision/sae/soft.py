@@ -116,8 +116,10 @@ class SoftSAE(BaseSAE):
                 h = (z_BF if z_BF is not None else self.pre_acts(xn_BD)).detach().float()
             return self.k_estimator(h).squeeze(-1)
 
-    def k_from_logits(self, logits_B: Tensor) -> Tensor:
-        return (self.k_max * torch.sigmoid(logits_B + self.k_calibration)).clamp(1.0, self.k_max)
+    def k_from_logits(self, logits_B: Tensor, offset: Tensor | float | None = None) -> Tensor:
+        """k̂ = clamp(k_max · σ(logits + offset), 1, k_max); offset defaults to the calibration."""
+        offset = self.k_calibration if offset is None else offset
+        return (self.k_max * torch.sigmoid(logits_B + offset)).clamp(1.0, self.k_max)
 
     def predict_k_normalized(self, xn_BD: Tensor, z_BF: Tensor | None = None) -> Tensor:
         return self.k_from_logits(self.k_logits(xn_BD, z_BF))
@@ -176,7 +178,7 @@ class SoftSAE(BaseSAE):
         def mean_l0(offset: float) -> float:
             total = sum(
                 torch.minimum(
-                    (self.k_max * torch.sigmoid(lg + offset)).clamp(1.0, self.k_max).floor(),
+                    self.k_from_logits(lg, offset).floor(),
                     npos.to(lg.dtype),
                 ).sum()
                 for lg, npos in zip(logits, n_pos, strict=True)

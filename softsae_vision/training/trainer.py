@@ -25,7 +25,7 @@ from softsae_vision.data.arrays import ArraySource
 from softsae_vision.data.source import ActivationSource
 from softsae_vision.devices import resolve_device
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.sae.base import CONFIG_FILE, WEIGHTS_FILE, BaseSAE, StepContext
+from softsae_vision.sae.base import CONFIG_FILE, BaseSAE, StepContext
 from softsae_vision.sae.soft import SoftSAE
 from softsae_vision.training import schedules
 from softsae_vision.training.config import TrainConfig
@@ -325,4 +325,4 @@ def train(
     return TrainResult(sae, run_path, stats)
 
 
-__all__ = ["TrainResult", "Trainer", "train", "METRICS_FILE", "WEIGHTS_FILE"]
+__all__ = ["METRICS_FILE", "TrainResult", "Trainer", "train"]
