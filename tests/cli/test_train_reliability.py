@@ -132,3 +132,14 @@ def test_full_disk_is_one_line(npy, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert "No space left on device" in err and str(tmp_path / "run") in err
     assert len(err.splitlines()) == 1
+
+
+def test_diverging_run_exits_non_zero_and_stays_unfinished(npy, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(_args(npy, run, "--arch", "topk", "--lr", "1e30", "--steps", "12")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "training diverged" in err and "--lr" in err and len(err.splitlines()) == 1
+    assert json.loads((run / "config.json").read_text())["status"] == "running"
+    assert not (run / "sae.safetensors").exists()
+    assert main(["eval", str(run), str(npy), "--device", "cpu"]) == 2
+    assert "unfinished" in capsys.readouterr().err
