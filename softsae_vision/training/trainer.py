@@ -377,12 +377,15 @@ def _diverged(
 
 
 def _last_metrics(run_path: Path) -> dict[str, Any]:
-    lines = (run_path / METRICS_FILE).read_text(encoding="utf-8").splitlines()
+    path = run_path / METRICS_FILE
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.exists() else []
     for line in reversed(lines):
         try:
-            return {k: v for k, v in json.loads(line).items() if k != "step"}
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict):
+            return {k: v for k, v in record.items() if k != "step"}
     return {}
 
 
