@@ -57,11 +57,18 @@ def add_parser(sub, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from softsae_vision.backbones import load_backbone
-    from softsae_vision.data.extract import extract
+    from softsae_vision.data.extract import check_arguments, extract
     from softsae_vision.data.images import list_images
     from softsae_vision.errors import SoftSAEError
 
-    list_images(args.images)  # fail on a bad IMAGES before spending seconds on the model
+    # Fail on bad settings or a bad IMAGES before spending seconds on the model, and before
+    # any store folder exists (a half-made store would make the corrected re-run refuse).
+    check_arguments(batch_size=args.batch_size, dtype=args.dtype, workers=args.workers)
+    if args.image_size is not None and args.image_size < 1:
+        raise SoftSAEError(
+            f"--image-size must be a positive number of pixels, got {args.image_size}"
+        )
+    list_images(args.images)
     backbone = load_backbone(
         args.model,
         pretrained=not args.no_pretrained,

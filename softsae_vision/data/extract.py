@@ -25,15 +25,17 @@ from tqdm.auto import tqdm
 
 from softsae_vision.backbones.base import EMBED, TOKEN_TYPES, Backbone, Layer
 from softsae_vision.data.images import ImageBatch, image_loader, list_images
-from softsae_vision.data.store import (
+from softsae_vision.data.store import Store, read_meta
+from softsae_vision.data.store_format import (
     DTYPES,
+    LOCK_FILE,
     META_FILE,
     ImageRecord,
-    Store,
-    StoreWriter,
+    is_stale_temporary,
     new_meta,
-    read_meta,
 )
+from softsae_vision.data.store_lock import StoreLock
+from softsae_vision.data.store_writer import StoreWriter
 from softsae_vision.errors import SoftSAEError
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,26 @@ class ExtractResult:
     images_done: int
     n_total: int
     resumed: bool
+
+
+def check_arguments(
+    batch_size: int = 1,
+    dtype: str = "float16",
+    workers: int | None = None,
+    chunk_images: int = DEFAULT_CHUNK_IMAGES,
+) -> None:
+    """Refuse bad extraction settings before anything (a model, a store folder) is made."""
+    for flag, value, low in (
+        ("--batch-size", batch_size, 1),
+        ("--workers", workers, 0),
+        ("chunk_images", chunk_images, 1),
+    ):
+        if value is None and flag == "--workers":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise SoftSAEError(f"{flag} must be an integer >= {low}, got {value!r}")
+    if dtype not in DTYPES:
+        raise SoftSAEError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
 
 
 def select_tokens(backbone: Backbone, tokens: Sequence[str] | None) -> list[str]:
@@ -134,15 +156,37 @@ def _check_same_config(out: Path, old: dict[str, Any], new: dict[str, Any]) -> N
         )
 
 
+def _prepare_out(out: Path) -> None:
+    """Make sure ``out`` is a folder we may write a store into (creating it if needed)."""
+    if out.exists() and not out.is_dir():
+        raise SoftSAEError(f"{out} exists and is not an activation store; pass a new --out folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SoftSAEError(f"cannot create the store folder {out}: {err.strerror}") from None
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete temporaries of atomic writes a killed run left behind (we hold the lock)."""
+    for child in out.iterdir():
+        if is_stale_temporary(child.name) and child.is_file():
+            child.unlink(missing_ok=True)
+
+
 def _open_writer(out: Path, meta: dict[str, Any]) -> tuple[StoreWriter | None, bool]:
-    """A writer positioned after the last commit, or None if the store is already complete."""
+    """A writer positioned after the last commit, or None if the store is already complete.
+
+    The caller holds the store's lock. A folder holding only our lock file and temporaries of
+    an interrupted first write (a kill during the very first ``meta.json``) counts as empty.
+    """
+    _remove_stale_temporaries(out)
     if (out / META_FILE).exists():
         old = read_meta(out)
         _check_same_config(out, old, meta)
         if old.get("complete"):
             return None, True
         return StoreWriter.resume(out, old), True
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if any(child.name != LOCK_FILE for child in out.iterdir()):
         raise SoftSAEError(f"{out} exists and is not an activation store; pass a new --out folder")
     return StoreWriter.create(out, meta), False
 
@@ -203,22 +247,50 @@ def extract(
     committed every ``chunk_images`` images (rounded up to whole batches); ``max_chunks`` stops
     after that many commits, leaving a store that a later call with the same arguments finishes.
     """
-    if batch_size < 1:
-        raise SoftSAEError(f"--batch-size must be at least 1, got {batch_size}")
-    if dtype not in DTYPES:
-        raise SoftSAEError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    check_arguments(batch_size=batch_size, dtype=dtype, workers=workers, chunk_images=chunk_images)
     out = Path(out)
     paths = list_images(images)
     layers = resolve_layers(backbone, layers)
     kinds = select_tokens(backbone, tokens)
     meta = store_meta(backbone, layers, kinds, dtype, images, paths, batch_size)
-    writer, resumed = _open_writer(out, meta)
-    if writer is None:
-        logger.info("%s is already complete; nothing to do", out)
-        return ExtractResult(Store(out), out, 0, len(paths), len(paths), resumed=True)
-    if resumed:
-        logger.info("resuming %s after %d of %d images", out, writer.images_done, len(paths))
+    _prepare_out(out)
+    with StoreLock(out):
+        writer, resumed = _open_writer(out, meta)
+        if writer is None:
+            logger.info("%s is already complete; nothing to do", out)
+            return ExtractResult(Store(out), out, 0, len(paths), len(paths), resumed=True)
+        if resumed:
+            logger.info("resuming %s after %d of %d images", out, writer.images_done, len(paths))
+        return _fill(
+            backbone,
+            writer,
+            paths,
+            meta,
+            layers,
+            batch_size,
+            workers,
+            progress,
+            chunk_images,
+            max_chunks,
+            resumed,
+        )
 
+
+def _fill(
+    backbone: Backbone,
+    writer: StoreWriter,
+    paths: Sequence[Path],
+    meta: dict[str, Any],
+    layers: Sequence[Layer],
+    batch_size: int,
+    workers: int | None,
+    progress: bool,
+    chunk_images: int,
+    max_chunks: int | None,
+    resumed: bool,
+) -> ExtractResult:
+    """Decode, run and write every image after the writer's last commit; finish the store."""
+    out, dtype = writer.path, meta["dtype"]
     chunk = math.ceil(chunk_images / batch_size) * batch_size
     positions = torch.tensor(meta["token_layout"]["positions"], dtype=torch.long)
     torch_dtype = getattr(torch, dtype)

@@ -6,6 +6,7 @@ the images that did decode plus the failures (index, reason), in input order.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,21 +29,21 @@ _HIGH_BIT_DEPTH_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 def list_images(source: str | os.PathLike) -> list[Path]:
     """Absolute image paths from a folder (recursive, sorted) or a text file (one path a line).
 
-    In a text file, blank lines and lines starting with ``#`` are ignored and relative paths are
-    taken relative to the file's folder; every listed path is an input, readable or not.
+    In a folder, broken or looping symbolic links with an image extension and subfolders that
+    cannot be listed are inputs too, so that the store's index records them as skipped, with
+    the reason (see :func:`unusable_reason`). In a text file, blank lines and lines starting
+    with ``#`` are ignored and relative paths are taken relative to the file's folder; every
+    listed path is an input, readable or not.
     """
     source = Path(source).expanduser()
     if source.is_dir():
-        paths = sorted(
-            (p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
-            key=lambda p: p.relative_to(source).as_posix(),
-        )
+        paths = _walk_images(source)
         if not paths:
             raise SoftSAEError(
                 f"no image files in {source} (looked recursively for "
                 f"{', '.join(sorted(IMAGE_EXTENSIONS))})"
             )
-        return [p.resolve() for p in paths]
+        return paths
     if source.is_file():
         if source.suffix.lower() in IMAGE_EXTENSIONS:
             raise SoftSAEError(
@@ -53,12 +54,64 @@ def list_images(source: str | os.PathLike) -> list[Path]:
             lines = source.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError:
             raise SoftSAEError(f"{source} is not a UTF-8 text file of image paths") from None
+        except OSError as err:
+            raise SoftSAEError(f"cannot read {source}: {err.strerror}") from None
         entries = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
         if not entries:
             raise SoftSAEError(f"{source} lists no image paths")
         base = source.resolve().parent
-        return [(base / Path(e).expanduser()).resolve() for e in entries]
+        return [_absolute(base / Path(e).expanduser()) for e in entries]
     raise SoftSAEError(f"no such folder or file: {source}")
+
+
+def _absolute(path: Path) -> Path:
+    """``path`` with symbolic links resolved; a broken or looping link keeps its own name."""
+    try:
+        return path.resolve(strict=True)
+    except (OSError, RuntimeError):  # missing target or a loop (RuntimeError before 3.13)
+        return path.parent.resolve() / path.name
+
+
+def _walk_images(source: Path) -> list[Path]:
+    """Image files under ``source`` sorted by relative path, plus folders that cannot be listed."""
+    found: list[Path] = []
+
+    def unlistable(err: OSError) -> None:
+        if err.filename is not None and Path(err.filename) != source:
+            found.append(Path(err.filename))
+        elif err.filename is not None:
+            raise SoftSAEError(f"cannot list the folder {source}: {err.strerror}")
+
+    for root, _dirs, files in os.walk(source, onerror=unlistable):
+        for name in files:
+            path = Path(root) / name
+            if Path(name).suffix.lower() in IMAGE_EXTENSIONS and (
+                path.is_symlink() or path.is_file()  # links even when broken; no fifos, sockets
+            ):
+                found.append(path)
+    found.sort(key=lambda p: p.relative_to(source).as_posix())
+    return [_absolute(p) for p in found]
+
+
+def unusable_reason(path: str | os.PathLike) -> str | None:
+    """Why a listed path is no image file (a folder, a broken or looping link), or None."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        try:
+            with os.scandir(path):
+                pass
+        except OSError as err:
+            why = err.strerror or type(err).__name__
+            return f"unreadable: folder cannot be listed ({why}); its images are not in the store"
+        return "not an image: a folder"
+    if os.path.islink(path) and not os.path.exists(path):
+        try:
+            os.stat(path)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                return "unreadable: symbolic link loop"
+        return f"missing: broken symbolic link (its target {os.readlink(path)} does not exist)"
+    return None
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
@@ -132,6 +185,9 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> LoadedImage:
+        reason = unusable_reason(self.paths[index])
+        if reason is not None:
+            return LoadedImage(index, None, None, reason)
         try:
             image = load_image(self.paths[index])
             pixels = self.transform(image)
