@@ -114,14 +114,38 @@ def unusable_reason(path: str | os.PathLike) -> str | None:
     return None
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Decode an image fully, apply its EXIF orientation and convert it to 8-bit RGB."""
+DRAFT_FACTOR = 4
+"""JPEG draft decoding is used when both sides are at least this many times the model's resize
+target; the DCT-domain downscale (1/2, 1/4 or 1/8) then still leaves at least twice the
+target's pixels, so the final resize sees as much detail as from the full-size image."""
+
+
+def load_image(path: str | os.PathLike, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Decode an image fully, apply its EXIF orientation and convert it to 8-bit RGB.
+
+    With ``draft_size`` (h, w), a JPEG much larger than that (see :data:`DRAFT_FACTOR`) is
+    decoded at a reduced scale, which is several times faster; the returned image is then
+    smaller than the file's own size.
+    """
+    return decode_image(path, draft_size)[0]
+
+
+def decode_image(
+    path: str | os.PathLike, draft_size: tuple[int, int] | None = None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """:func:`load_image` and the file's full (width, height) after EXIF orientation."""
     with Image.open(path) as raw:
+        full = raw.size
+        if draft_size is not None and raw.format == "JPEG":
+            target_h, target_w = draft_size
+            if min(full[0] / target_w, full[1] / target_h) >= DRAFT_FACTOR:
+                raw.draft("RGB", (2 * target_w, 2 * target_h))
         raw.load()
+        turned = raw.getexif().get(0x0112, 1) in (5, 6, 7, 8)
         image = ImageOps.exif_transpose(raw)
         if image.mode in _HIGH_BIT_DEPTH_MODES:
             image = _to_8bit(image)
-        return image.convert("RGB")
+        return image.convert("RGB"), (full[1], full[0]) if turned else full
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
@@ -176,10 +200,14 @@ class ImageDataset(torch.utils.data.Dataset):
     """Paths -> :class:`LoadedImage`, never raising on a bad file."""
 
     def __init__(
-        self, paths: Sequence[os.PathLike | str], transform: Callable[[Image.Image], torch.Tensor]
+        self,
+        paths: Sequence[os.PathLike | str],
+        transform: Callable[[Image.Image], torch.Tensor],
+        draft_size: tuple[int, int] | None = None,
     ):
         self.paths = list(paths)
         self.transform = transform
+        self.draft_size = draft_size
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -189,11 +217,11 @@ class ImageDataset(torch.utils.data.Dataset):
         if reason is not None:
             return LoadedImage(index, None, None, reason)
         try:
-            image = load_image(self.paths[index])
+            image, size = decode_image(self.paths[index], self.draft_size)
             pixels = self.transform(image)
         except Exception as err:  # noqa: BLE001 - any decoder failure is a skipped file
             return LoadedImage(index, None, None, describe_failure(err))
-        return LoadedImage(index, pixels, image.size, None)
+        return LoadedImage(index, pixels, size, None)
 
 
 def collate_images(items: list[LoadedImage]) -> ImageBatch:
@@ -210,8 +238,12 @@ def collate_images(items: list[LoadedImage]) -> ImageBatch:
 
 
 def default_workers() -> int:
-    """Decoding workers: all cores but one (the model needs one), at most 8."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    """Decoding workers: one per core this process may use (decoding is the usual bottleneck)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores)
 
 
 def image_loader(
@@ -221,13 +253,15 @@ def image_loader(
     workers: int | None = None,
     offset: int = 0,
     pin_memory: bool = False,
+    draft_size: tuple[int, int] | None = None,
 ) -> torch.utils.data.DataLoader:
     """Batches of ``paths[offset:]`` in order, decoded in ``workers`` processes (0 = in-process).
 
     Indices in the batches count from the start of ``paths``, whatever the offset.
+    ``draft_size`` (h, w) turns on JPEG draft decoding for images much larger than it.
     """
     workers = default_workers() if workers is None else workers
-    dataset = ImageDataset(paths, transform)
+    dataset = ImageDataset(paths, transform, draft_size)
     sampler = torch.utils.data.BatchSampler(
         range(offset, len(paths)), batch_size=batch_size, drop_last=False
     )

@@ -74,7 +74,7 @@ class Store:
         self.path = Path(path)
         self.meta: dict[str, Any] = read_meta(self.path)
         if not self.meta.get("complete"):
-            done = read_progress(self.path).get("images_done", 0)
+            done = _images_done(self.path, self.meta)
             total = self.meta["images"]["n_total"]
             raise SoftSAEError(
                 f"{self.path} is an unfinished store ({done} of {total} images extracted); "
@@ -301,6 +301,18 @@ def read_meta(path: Path) -> dict[str, Any]:
         )
     check_meta(meta, meta_path)
     return meta
+
+
+def _images_done(path: Path, meta: dict[str, Any]) -> int:
+    """Images an unfinished store has durably processed (over every rank for schema 2)."""
+    if meta["schema_version"] == SCHEMA_VERSION:
+        return read_progress(path)["images_done"]
+    from softsae_vision.data.shard_writer import PARTS_DIR, read_rank_progress
+
+    ranks = meta.get("extraction", {}).get("world_size", 1)
+    if not (path / PARTS_DIR).is_dir():
+        return 0
+    return sum(int(read_rank_progress(path, r).get("images_done", 0)) for r in range(ranks))
 
 
 def read_progress(path: Path) -> dict[str, int]:

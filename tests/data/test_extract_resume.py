@@ -15,7 +15,7 @@ import pytest
 
 from softsae_vision.backbones import load_backbone
 from softsae_vision.data.extract import extract
-from softsae_vision.data.store import PROGRESS_FILE, open_store
+from softsae_vision.data.store import open_store
 from softsae_vision.errors import SoftSAEError
 from tests._fixtures_extract import write_broken_files, write_images
 
@@ -63,10 +63,11 @@ def test_stopped_run_resumes_without_redoing_work(images, vit, reference, tmp_pa
 def test_complete_store_is_left_alone(images, vit, reference, tmp_path):
     out = tmp_path / "store"
     extract(vit, images, out, **ARGS)
-    before = (out / "layer_0.npy").stat().st_mtime_ns
+    shard = out / "layer_0" / "r000_00000.npy"
+    before = shard.stat().st_mtime_ns
     again = extract(vit, images, out, **ARGS)
     assert again.n_processed == 0 and again.resumed
-    assert (out / "layer_0.npy").stat().st_mtime_ns == before
+    assert shard.stat().st_mtime_ns == before
     assert_same_store(again.store, reference)
 
 
@@ -137,7 +138,7 @@ def test_kill_9_then_rerun_gives_the_same_store(images, vit, reference, tmp_path
     out = tmp_path / "store"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     child = subprocess.Popen([sys.executable, "-c", _SLOW_CHILD, str(images), str(out)], env=env)
-    progress = out / PROGRESS_FILE
+    progress = out / "parts" / "rank000.json"
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and child.poll() is None:
