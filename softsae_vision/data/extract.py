@@ -238,10 +238,17 @@ def _check_free_space(out: Path, meta: dict[str, Any], n_left: int) -> None:
     if need > free:
         layers = len(meta["layers"])
         raise SoftSAEError(
-            f"{out}: the store needs about {need / 1e9:.1f} GB more ({n_left} images, "
-            f"{layers} layer(s), {meta['dtype']}) but the disk has {free / 1e9:.1f} GB free; "
+            f"{out}: the store needs about {_human(need)} more ({n_left} images, "
+            f"{layers} layer(s), {meta['dtype']}) but the disk has {_human(free)} free; "
             "free some space, pass an --out on a larger disk, or store fewer layers or tokens"
         )
+
+
+def _human(n_bytes: int) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n_bytes >= size or unit == "MiB":
+            return f"{n_bytes / size:.1f} {unit}"
+    return ""  # unreachable
 
 
 def _open_store_folder(
