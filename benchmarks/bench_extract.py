@@ -3,9 +3,9 @@
     python benchmarks/bench_extract.py [--model timm/vit_small_patch16_224 --images 96 --device cpu]
     torchrun --nproc-per-node 2 benchmarks/bench_extract.py ...     # N processes, one store
 
-Images: JPEGs cut from scikit-image's bundled photos (random crops of 300-640 px sides, flips),
-so decoding costs what real photos cost. Three phases, timed interleaved (medians), each over
-the whole image set (every process its share, wall time between barriers):
+Images: JPEGs cut from the photographs bundled in ``assets/images`` (random crops of 300-512 px
+sides, flips), so decoding costs what real photos cost. Three phases, timed interleaved
+(medians), each over the whole image set (every process its share, wall time between barriers):
 
 - "decode": the extraction's own loader (worker processes, JPEG draft mode), no model;
 - "bare": the backbone's ``forward_features`` at the same precision and batch size over batches
@@ -37,15 +37,13 @@ from softsae_vision.data.extract_loop import autocast
 from softsae_vision.data.images import default_workers, image_loader, list_images, load_image
 from softsae_vision.data.shard_writer import rank_share
 
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "images"
 
 
 def write_photos(folder: Path, n: int, seed: int = 0) -> None:
-    """``n`` JPEG crops of scikit-image's sample photos."""
-    import skimage.data
-
+    """``n`` JPEG crops (300-512 px sides, random flips) of the bundled photographs."""
     rng = np.random.default_rng(seed)
-    bases = [getattr(skimage.data, name)() for name in PHOTOS]
+    bases = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(ASSETS.glob("*.jpg"))]
     for i in range(n):
         base = bases[i % len(bases)]
         h, w = base.shape[:2]
