@@ -29,6 +29,7 @@ from softsae_vision.data.extract_loop import PRECISIONS, run_share
 from softsae_vision.data.images import list_images
 from softsae_vision.data.shard_writer import (
     DEFAULT_SHARD_BYTES,
+    PARTS_DIR,
     ShardWriter,
     finalize_store,
     rank_share,
@@ -347,6 +348,8 @@ def extract(
         ranks.agree(error)
         state = ranks.gather(state)[0]
         if state == "complete":
+            if ranks.main:
+                shutil.rmtree(out / PARTS_DIR, ignore_errors=True)  # a kill after finalising
             logger.info("%s is already complete; nothing to do", out)
             return ExtractResult(Store(out), out, 0, len(paths), len(paths), resumed=True)
         if state == "schema1":
@@ -380,13 +383,14 @@ def extract(
                 writer.images_done,
                 share[1] - share[0],
             )
-        n_processed = 0
+        n_processed, stopped = 0, False
         if not writer.done:
             label = progress and ("extract" if ranks.world == 1 else f"extract[{ranks.rank}]")
+            share_paths = paths[share[0] : share[1]]
             n_processed = run_share(
                 backbone,
                 writer,
-                paths[share[0] : share[1]],
+                share_paths,
                 meta,
                 layers,
                 batch_size,
@@ -395,15 +399,16 @@ def extract(
                 chunk_images,
                 max_chunks,
             )
-            if writer.images_done < share[1] - share[0]:  # stopped by max_chunks
-                writer.commit()
-                writer.close()
-                return ExtractResult(
-                    None, out, n_processed, writer.images_done, len(paths), resumed
-                )
-            writer.finish()
+            stopped = writer.images_done < len(share_paths)  # by max_chunks
+            if not stopped:
+                writer.finish()
         else:
+            writer.close()  # this rank finished in an earlier run
+        if any(ranks.gather(stopped)):  # every rank returns: none waits for a stopped one
+            if not writer.done:
+                writer.commit()
             writer.close()
+            return ExtractResult(None, out, n_processed, writer.images_done, len(paths), resumed)
         ranks.barrier()
         if ranks.main:
             finalize_store(out, meta, ranks.world)
