@@ -57,6 +57,13 @@ def add_parser(sub, name: str) -> None:
         help="forward-pass precision (autocast); default bf16 on CUDA, fp32 on CPU",
     )
     p.add_argument(
+        "--decode",
+        default="cpu",
+        choices=("cpu", "gpu"),
+        help="where JPEGs are decoded: cpu (worker processes) or gpu (nvJPEG on the model's "
+        "CUDA device, resized there; values differ slightly from cpu)",
+    )
+    p.add_argument(
         "--shard-mb",
         type=int,
         default=2048,
@@ -120,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         precision=args.precision,
         shard_bytes=args.shard_mb << 20,
+        decode=args.decode,
     )
     store = result.store
     if os.environ.get("RANK", "0") != "0":

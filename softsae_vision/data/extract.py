@@ -26,6 +26,7 @@ import torch
 from softsae_vision.backbones.base import EMBED, TOKEN_TYPES, Backbone, Layer
 from softsae_vision.data.distributed import Ranks
 from softsae_vision.data.extract_loop import PRECISIONS, run_share
+from softsae_vision.data.gpu_decode import DECODERS, check_gpu_decoding
 from softsae_vision.data.images import list_images
 from softsae_vision.data.shard_writer import (
     DEFAULT_SHARD_BYTES,
@@ -78,6 +79,7 @@ def check_arguments(
     chunk_images: int = DEFAULT_CHUNK_IMAGES,
     precision: str | None = None,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
+    decode: str = "cpu",
 ) -> None:
     """Refuse bad extraction settings before anything (a model, a store folder) is made."""
     for flag, value, low in (
@@ -95,6 +97,8 @@ def check_arguments(
         raise SoftSAEError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if shard_bytes < 1:
         raise SoftSAEError(f"shard_bytes must be positive, got {shard_bytes}")
+    if decode not in DECODERS:
+        raise SoftSAEError(f"--decode must be one of {', '.join(DECODERS)}, got {decode!r}")
 
 
 def select_tokens(backbone: Backbone, tokens: Sequence[str] | None) -> list[str]:
@@ -143,6 +147,7 @@ def store_meta(
     precision: str = "fp32",
     shard_bytes: int | None = DEFAULT_SHARD_BYTES,
     world: int = 1,
+    decode: str = "cpu",
 ) -> dict[str, Any]:
     """The ``meta.json`` of a new store made with ``backbone`` (sharded unless shard_bytes=None)."""
     meta = new_meta(
@@ -158,7 +163,8 @@ def store_meta(
             "batch_size": batch_size,
             "device": str(backbone.device),
             "precision": precision,
-            "jpeg_draft": True,
+            "jpeg_draft": decode == "cpu",
+            "decode": decode,
             "world_size": world,
         },
         schema_version=SCHEMA_VERSION if shard_bytes is None else SHARDED_SCHEMA_VERSION,
@@ -177,6 +183,7 @@ def _config(meta: dict[str, Any], unfinished: bool = True) -> dict[str, Any]:
         "tokens": meta["token_layout"]["tokens"],
         "dtype": meta["dtype"],
         "precision": meta.get("extraction", {}).get("precision", "fp32"),
+        "decode": meta.get("extraction", {}).get("decode", "cpu"),
         "images": f"{meta['images']['n_total']} images, list sha256 "
         f"{meta['images']['fingerprint'][:12]}",
     }
@@ -306,17 +313,21 @@ def extract(
     precision: str | None = None,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     check_space: bool = True,
+    decode: str = "cpu",
 ) -> ExtractResult:
     """Extract ``layers`` activations of every image under ``images`` into the store ``out``.
 
     ``tokens`` picks the token kinds kept for block layers (None: all the model has);
     ``precision`` the forward pass (fp32, bf16, fp16; None: bf16 autocast on CUDA, else fp32);
-    ``shard_bytes`` bounds each shard file. Work is committed every ``chunk_images`` images
+    ``shard_bytes`` bounds each shard file; ``decode="gpu"`` decodes JPEGs on the model's CUDA
+    device (:mod:`softsae_vision.data.gpu_decode`). Work is committed every ``chunk_images`` images
     (rounded up to whole batches); ``max_chunks`` stops after that many commits, leaving a store
     that a later call with the same arguments finishes. Under ``torchrun`` every rank calls
     this with the same arguments and takes its own share; the result is the same store.
     """
-    check_arguments(batch_size, dtype, workers, chunk_images, precision, shard_bytes)
+    check_arguments(batch_size, dtype, workers, chunk_images, precision, shard_bytes, decode)
+    if decode == "gpu":
+        check_gpu_decoding(backbone.device, backbone.preprocess)
     ranks = Ranks.current()
     out = Path(out)
     paths = list_images(images)
@@ -334,6 +345,7 @@ def extract(
         precision,
         shard_bytes,
         ranks.world,
+        decode,
     )
     _check_ranks_agree(ranks, meta)
     with ExitStack() as stack:

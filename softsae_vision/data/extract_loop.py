@@ -109,6 +109,7 @@ def run_share(
     positions = torch.tensor(meta["token_layout"]["positions"], dtype=torch.long)
     torch_dtype = getattr(torch, meta["dtype"])
     precision = meta["extraction"].get("precision", "fp32")
+    gpu_decode = meta["extraction"].get("decode", "cpu") == "gpu"
     start = last_commit = writer.images_done
     next_row, commits, skipped = writer.n_ok, 0, 0
     desc = progress if isinstance(progress, str) else "extract"
@@ -121,11 +122,16 @@ def run_share(
         offset=start,
         pin_memory=backbone.device.type == "cuda",
         draft_size=backbone.preprocess.resize_size,
+        encoded_jpegs=gpu_decode,
     )
     pending: deque[Future] = deque()
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer") as pool:
             for batch in loader:
+                if gpu_decode:
+                    from softsae_vision.data.gpu_decode import finish_batch
+
+                    finish_batch(batch, backbone.preprocess, backbone.device)
                 records, next_row = batch_records(batch, paths, next_row)
                 acts = {}
                 if batch.ok:

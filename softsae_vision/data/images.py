@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +179,8 @@ class LoadedImage:
     pixels: torch.Tensor | None  # (3, H, W) float32, None on failure
     size: tuple[int, int] | None  # original (width, height) after EXIF transpose
     error: str | None
+    data: torch.Tensor | None = None
+    """The file's bytes (uint8), for a JPEG left to decode on the GPU."""
 
 
 @dataclass
@@ -194,6 +196,11 @@ class ImageBatch:
     """Original (width, height) of each decoded image, by input index."""
     errors: dict[int, str]
     """Reason for each failed image, by input index."""
+    encoded: dict[int, torch.Tensor] = field(default_factory=dict)
+    """JPEG bytes still to decode (``--decode gpu``), by input index; ``pixels`` is then empty
+    until :func:`softsae_vision.data.gpu_decode.finish_batch` fills it."""
+    cpu_pixels: dict[int, torch.Tensor] = field(default_factory=dict)
+    """With ``encoded``: the model inputs of the images decoded in the workers, by input index."""
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -204,10 +211,12 @@ class ImageDataset(torch.utils.data.Dataset):
         paths: Sequence[os.PathLike | str],
         transform: Callable[[Image.Image], torch.Tensor],
         draft_size: tuple[int, int] | None = None,
+        encoded_jpegs: bool = False,
     ):
         self.paths = list(paths)
         self.transform = transform
         self.draft_size = draft_size
+        self.encoded_jpegs = encoded_jpegs
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -217,6 +226,12 @@ class ImageDataset(torch.utils.data.Dataset):
         if reason is not None:
             return LoadedImage(index, None, None, reason)
         try:
+            if self.encoded_jpegs:
+                with open(self.paths[index], "rb") as f:
+                    data = f.read()
+                if data[:3] == b"\xff\xd8\xff":  # a JPEG: decoded later, on the GPU
+                    raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                    return LoadedImage(index, None, None, None, raw)
             image, size = decode_image(self.paths[index], self.draft_size)
             pixels = self.transform(image)
         except Exception as err:  # noqa: BLE001 - any decoder failure is a skipped file
@@ -227,6 +242,17 @@ class ImageDataset(torch.utils.data.Dataset):
 def collate_images(items: list[LoadedImage]) -> ImageBatch:
     """Stack the decoded images; keep the failures as (index -> reason)."""
     ok = [it for it in items if it.pixels is not None]
+    encoded = {it.index: it.data for it in items if it.data is not None}
+    if encoded:
+        return ImageBatch(
+            indices=[it.index for it in items],
+            pixels=torch.empty(0),
+            ok=[],
+            sizes={it.index: it.size for it in ok},
+            errors={it.index: it.error for it in items if it.error is not None},
+            encoded=encoded,
+            cpu_pixels={it.index: it.pixels for it in ok},
+        )
     pixels = torch.stack([it.pixels for it in ok]) if ok else torch.empty(0)
     return ImageBatch(
         indices=[it.index for it in items],
@@ -254,6 +280,7 @@ def image_loader(
     offset: int = 0,
     pin_memory: bool = False,
     draft_size: tuple[int, int] | None = None,
+    encoded_jpegs: bool = False,
 ) -> torch.utils.data.DataLoader:
     """Batches of ``paths[offset:]`` in order, decoded in ``workers`` processes (0 = in-process).
 
@@ -261,7 +288,7 @@ def image_loader(
     ``draft_size`` (h, w) turns on JPEG draft decoding for images much larger than it.
     """
     workers = default_workers() if workers is None else workers
-    dataset = ImageDataset(paths, transform, draft_size)
+    dataset = ImageDataset(paths, transform, draft_size, encoded_jpegs)
     sampler = torch.utils.data.BatchSampler(
         range(offset, len(paths)), batch_size=batch_size, drop_last=False
     )

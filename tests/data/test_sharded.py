@@ -155,3 +155,24 @@ def test_garbled_shard_values_are_caught(store):
     shard.write_bytes(bytes(data))
     with pytest.raises(SoftSAEError, match="row 16 holds NaN"):
         open_store(store.path).activations(3)
+
+
+def test_analysis_reads_both_schemas_alike(store, tmp_path):
+    from softsae_vision.analysis.reading import iter_chunks
+    from softsae_vision.analysis.top_activations import top_activations
+    from softsae_vision.sae import TopKSAE
+
+    plain = write_synthetic_store(tmp_path / "plain", n_images=20, fail_every=6, schema=1)
+    patches = plain.token_indices("patch")
+    for rows in (None, np.array([16, 3, 4, 5, 0])):
+        a = list(iter_chunks(plain, 3, patches, 4, rows=rows))
+        b = list(iter_chunks(store, 3, patches, 4, rows=rows))
+        assert len(a) == len(b)
+        for (rows_a, acts_a), (rows_b, acts_b) in zip(a, b, strict=True):
+            np.testing.assert_array_equal(rows_a, rows_b)
+            np.testing.assert_array_equal(acts_a.numpy(), acts_b.numpy())
+    sae = TopKSAE(4, 8, k=2, seed=0)
+    top_a = top_activations(sae, plain, 3, n_top=3, chunk_images=5)
+    top_b = top_activations(sae, store, 3, n_top=3, chunk_images=5)
+    np.testing.assert_array_equal(top_a.scores, top_b.scores)
+    np.testing.assert_array_equal(top_a.images, top_b.images)
