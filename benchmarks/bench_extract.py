@@ -34,6 +34,7 @@ from softsae_vision.backbones import load_backbone
 from softsae_vision.data.distributed import Ranks
 from softsae_vision.data.extract import extract, resolve_precision
 from softsae_vision.data.extract_loop import autocast
+from softsae_vision.data.gpu_decode import finish_batch
 from softsae_vision.data.images import default_workers, image_loader, list_images, load_image
 from softsae_vision.data.shard_writer import rank_share
 
@@ -64,6 +65,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"))
+    ap.add_argument("--decode", default="cpu", choices=("cpu", "gpu"))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--work", default=None, help="shared scratch folder (default: a temp dir)")
     args = ap.parse_args()
@@ -109,9 +111,11 @@ def main() -> None:
                 args.batch_size,
                 workers,
                 draft_size=backbone.preprocess.resize_size,
+                encoded_jpegs=args.decode == "gpu",
             )
-            for _ in loader:
-                pass
+            for batch in loader:
+                if args.decode == "gpu":
+                    finish_batch(batch, backbone.preprocess, backbone.device)
 
         def bare() -> None:
             with torch.inference_mode(), autocast(backbone, precision):
@@ -131,6 +135,7 @@ def main() -> None:
                 workers=workers,
                 progress=False,
                 precision=precision,
+                decode=args.decode,
             )
             ranks.barrier()
             if ranks.main:
@@ -163,6 +168,7 @@ def main() -> None:
                 "device": str(backbone.device),
                 "processes": ranks.world,
                 "precision": precision,
+                "decode": args.decode,
                 "image_size": list(backbone.preprocess.crop_size),
                 "images": len(paths),
                 "batch_size": args.batch_size,
