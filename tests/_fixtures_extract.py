@@ -66,14 +66,19 @@ def write_synthetic_store(
     fail_every: int = 0,
     chunk: int = 7,
     layers: tuple = (3, "embed"),
+    schema: int = 1,
+    shard_bytes: int = 700,
 ):
     """A store without a model whose vectors name themselves: [image row, position, layer, 1...].
 
     Every ``fail_every``-th input (if > 0) is recorded as unreadable. Rows are written ``chunk``
-    inputs at a time, committing after each, as an extraction would.
+    inputs at a time, committing after each, as an extraction would. ``schema`` 2 writes the
+    sharded layout with shards of at most ``shard_bytes`` (a few rows each by default).
     """
     from softsae_vision.backbones import EMBED, Preprocess, TokenLayout
-    from softsae_vision.data.store import ImageRecord, StoreWriter, new_meta
+    from softsae_vision.data.shard_writer import ShardWriter, finalize_store
+    from softsae_vision.data.store import ImageRecord, Store, StoreWriter, new_meta
+    from softsae_vision.data.store_format import write_json_atomic
 
     layout = TokenLayout(n_cls, n_reg, grid)
     kinds = [k for k in ("cls", "register", "patch") if layout.count(k)]
@@ -87,8 +92,15 @@ def write_synthetic_store(
         dtype=dtype,
         source="/fake",
         paths=paths,
+        schema_version=schema,
     )
-    writer = StoreWriter.create(path, meta)
+    if schema == 2:
+        meta["shard_bytes"] = shard_bytes
+        path.mkdir(parents=True)
+        write_json_atomic(path / "meta.json", meta)
+        writer = ShardWriter(path, meta, 0, (0, n_images))
+    else:
+        writer = StoreWriter.create(path, meta)
     row = 0
     for start in range(0, n_images, chunk):
         records, rows = [], []
@@ -109,4 +121,8 @@ def write_synthetic_store(
             acts[layer] = a.astype(dtype)
         writer.write(records, acts)
         writer.commit()
+    if schema == 2:
+        writer.finish()
+        finalize_store(path, meta, 1)
+        return Store(path)
     return writer.finalize()

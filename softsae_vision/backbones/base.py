@@ -56,6 +56,34 @@ class TokenLayout:
         ]
 
 
+def resolve_layer_index(layer: Layer, n_blocks: int, owner: str = "the model") -> Layer:
+    """The block index in ``0..n_blocks-1`` (or ``"embed"``) meant by ``layer``.
+
+    The one home of layer resolution (backbones, extraction and stores share it): negative
+    indices count from the end, and anything outside ``-n_blocks..n_blocks-1`` is an error,
+    never wrapped around.
+    """
+    if isinstance(layer, str):
+        if layer.strip().lower() == EMBED:
+            return EMBED
+        try:
+            layer = int(layer)
+        except ValueError:
+            raise SoftSAEError(
+                f"unknown layer {layer!r}; use a block index (0..{n_blocks - 1}, "
+                f"negative counts from the end) or {EMBED!r}"
+            ) from None
+    if isinstance(layer, bool) or not hasattr(layer, "__index__"):
+        raise SoftSAEError(f"layer must be a block index or {EMBED!r}, got {layer!r}")
+    layer = int(layer)
+    if not -n_blocks <= layer < n_blocks:
+        raise SoftSAEError(
+            f"layer {layer} is out of range: {owner} has {n_blocks} blocks "
+            f"(use 0..{n_blocks - 1}, negative counts from the end, or {EMBED!r})"
+        )
+    return layer % n_blocks
+
+
 class _StopForwardSignal(Exception):  # noqa: N818 - a control-flow signal, not an error
     """Raised from a hook once every requested block output is captured."""
 
@@ -103,22 +131,7 @@ class Backbone(ABC):
 
     def resolve_layer(self, layer: Layer) -> Layer:
         """Normalise a layer spec (int, "-1", "embed") to a block index >= 0 or ``"embed"``."""
-        if isinstance(layer, str):
-            if layer.strip().lower() == EMBED:
-                return EMBED
-            try:
-                layer = int(layer)
-            except ValueError:
-                raise SoftSAEError(
-                    f"unknown layer {layer!r}; use a block index (0..{self.n_blocks - 1}, "
-                    f"negative counts from the end) or {EMBED!r}"
-                ) from None
-        if not -self.n_blocks <= layer < self.n_blocks:
-            raise SoftSAEError(
-                f"layer {layer} is out of range: {self.name} has {self.n_blocks} blocks "
-                f"(use 0..{self.n_blocks - 1}, negative counts from the end, or {EMBED!r})"
-            )
-        return layer % self.n_blocks
+        return resolve_layer_index(layer, self.n_blocks, self.name)
 
     def layer_width(self, layer: Layer) -> int:
         """Activation width d of a (resolved) layer."""

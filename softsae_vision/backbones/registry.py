@@ -90,8 +90,12 @@ def load_backbone(
     overrides the model's input size where the architecture allows it.
     """
     parsed = parse_backbone_name(name)
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
+    ):
+        raise SoftSAEError(f"--image-size must be a positive number of pixels, got {image_size!r}")
     loader = _LOADERS[parsed.library]
-    return loader(
+    backbone = loader(
         parsed.model,
         parsed.tag,
         pretrained=pretrained,
@@ -99,6 +103,28 @@ def load_backbone(
         device=resolve_device(device),
         image_size=image_size,
     )
+    if image_size is not None:
+        _check_patch_multiple(backbone, image_size)
+    return backbone
+
+
+def _check_patch_multiple(backbone: Backbone, image_size: int) -> None:
+    """Refuse an input size the patch embedding cannot tile (it would fail at the first batch)."""
+    model = backbone.model
+    for owner in (getattr(model, "patch_embed", None), getattr(model, "trunk", None), model):
+        owner = getattr(owner, "patch_embed", owner)
+        size = getattr(owner, "patch_size", None)
+        if size is not None:
+            break
+    else:
+        return
+    ph, pw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if image_size % ph or image_size % pw:
+        lower = max(ph, image_size // ph * ph)
+        raise SoftSAEError(
+            f"--image-size {image_size} is not a multiple of {backbone.name}'s patch size "
+            f"{ph}x{pw}; use e.g. {lower} or {lower + ph}"
+        )
 
 
 # The bundled adapters, imported lazily: timm and open_clip are slow to import.

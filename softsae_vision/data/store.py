@@ -1,113 +1,70 @@
-"""The activation store: a self-describing folder of per-layer ``.npy`` arrays.
+"""The activation store: a self-describing folder of per-layer ``.npy`` arrays, opened read-only.
 
 Layout (normative description in ``docs/formats.md``)::
 
-    STORE/meta.json          what made the store and how to read it (schema_version 1)
+    STORE/meta.json          what made the store and how to read it (schema_version 1 or 2)
     STORE/images.jsonl       one record per input image, in input order, "ok" or why not
-    STORE/layer_<L>.npy      (n_ok_images, tokens, d) activations of layer L, fp16 by default
-    STORE/progress.json      only while an extraction is unfinished
+    STORE/layer_<L>.npy      schema 1: (n_ok_images, tokens, d) activations of layer L
+    STORE/layer_<L>/*.npy    schema 2: the same rows split into bounded shards ...
+    STORE/shards.json        ... listed in row order, per layer
+    STORE/progress.json      only while an extraction is unfinished (``parts/`` for schema 2)
 
-Each layer file is written in place (the rows of one committed chunk at a time) behind a
-provisional header sized for every input image; ``progress.json`` records how far the data and
-the index are durable, so an interrupted run resumes from the last commit. Finishing rewrites
-the header to the number of readable images, truncates the file and marks ``meta.json``
-complete: from then on ``np.load(path, mmap_mode="r")`` reads each layer without this library.
+Opening checks what is cheap to check (see :func:`open_store`), so a damaged or inconsistent
+store fails with one :class:`SoftSAEError` naming the file, never later with a traceback or,
+worse, silently wrong rows.
 """
 
 from __future__ import annotations
 
-import datetime
-import hashlib
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from softsae_vision._io import write_text_atomic
-from softsae_vision._version import __version__
-from softsae_vision.backbones.base import EMBED, Layer, TokenLayout
+from softsae_vision.backbones.base import EMBED, Layer, resolve_layer_index
 from softsae_vision.backbones.transform import Preprocess
+from softsae_vision.data.sharded import ShardedArray, read_shard_table
+from softsae_vision.data.store_check import FIX, check_meta, count_index, damaged
+from softsae_vision.data.store_format import (
+    DTYPES,
+    FORMAT_NAME,
+    INDEX_FILE,
+    META_FILE,
+    PROGRESS_FILE,
+    READABLE_SCHEMAS,
+    SCHEMA_VERSION,
+    SHARDED_SCHEMA_VERSION,
+    ImageRecord,
+    check_npy_file,
+    fingerprint,
+    layer_file,
+    layer_key,
+    new_meta,
+    write_json_atomic,
+)
 from softsae_vision.errors import SoftSAEError
 
-SCHEMA_VERSION = 1
-FORMAT_NAME = "softsae_vision.activation_store"
-META_FILE, INDEX_FILE, PROGRESS_FILE = "meta.json", "images.jsonl", "progress.json"
-DTYPES = ("float16", "float32")
-_NPY_MAGIC = b"\x93NUMPY\x01\x00"
+__all__ = [
+    "DTYPES",
+    "INDEX_FILE",
+    "META_FILE",
+    "PROGRESS_FILE",
+    "SCHEMA_VERSION",
+    "SHARDED_SCHEMA_VERSION",
+    "ImageRecord",
+    "Store",
+    "layer_file",
+    "new_meta",
+    "open_store",
+    "read_meta",
+    "write_json_atomic",
+]
 
-
-def layer_file(layer: Layer) -> str:
-    """File name of a layer's array: ``layer_6.npy``, ``layer_embed.npy``."""
-    return f"layer_{layer}.npy"
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON (compact lists, one key per line) to ``path`` atomically."""
-    write_text_atomic(path, _dumps(obj) + "\n")
-
-
-def _dumps(obj: Any, indent: str = "") -> str:
-    """JSON with one key per line but short lists of numbers or strings kept on one line."""
-    inner = indent + "  "
-    if isinstance(obj, dict) and obj:
-        items = [f"{inner}{json.dumps(str(k))}: {_dumps(v, inner)}" for k, v in obj.items()]
-        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
-    if isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
-        return "[\n" + ",\n".join(inner + _dumps(v, inner) for v in obj) + f"\n{indent}]"
-    return json.dumps(obj, ensure_ascii=False)
-
-
-def _npy_header(dtype: np.dtype, shape: tuple[int, ...], total_len: int | None = None) -> bytes:
-    """A version 1.0 ``.npy`` header, padded to ``total_len`` bytes (default: 64-byte aligned)."""
-    text = repr(
-        {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
-    )
-    if total_len is None:
-        total_len = -(-(len(_NPY_MAGIC) + 2 + len(text) + 1 + 32) // 64) * 64  # room to spare
-    pad = total_len - len(_NPY_MAGIC) - 2 - len(text) - 1
-    if pad < 0:
-        raise ValueError(f"npy header for shape {shape} does not fit in {total_len} bytes")
-    body = (text + " " * pad + "\n").encode("latin1")
-    return _NPY_MAGIC + len(body).to_bytes(2, "little") + body
-
-
-def _npy_header_len(path: Path) -> int:
-    """Total header length (the data offset) of a version 1.0 ``.npy`` file."""
-    with open(path, "rb") as f:
-        start = f.read(len(_NPY_MAGIC) + 2)
-    if start[: len(_NPY_MAGIC)] != _NPY_MAGIC:
-        raise SoftSAEError(f"{path} is not a version 1.0 .npy file; the store is damaged")
-    return len(_NPY_MAGIC) + 2 + int.from_bytes(start[-2:], "little")
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One input image: its path, "ok" or the reason it was skipped, and its row if stored."""
-
-    path: str
-    status: str
-    row: int | None = None
-    width: int | None = None
-    height: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    def to_json(self) -> str:
-        d = {"path": self.path, "status": self.status}
-        if self.ok:
-            d.update(row=self.row, width=self.width, height=self.height)
-        return json.dumps(d, ensure_ascii=False)
-
-
-def _layer_key(layer: Layer) -> str:
-    return str(layer)
+FINITE_SAMPLE_ROWS = 8
+"""Rows per layer (evenly spaced, first and last included) checked for NaN/inf when read."""
 
 
 class Store:
@@ -117,16 +74,30 @@ class Store:
         self.path = Path(path)
         self.meta: dict[str, Any] = read_meta(self.path)
         if not self.meta.get("complete"):
-            done = _read_progress(self.path).get("images_done", 0)
+            done = _images_done(self.path, self.meta)
             total = self.meta["images"]["n_total"]
             raise SoftSAEError(
                 f"{self.path} is an unfinished store ({done} of {total} images extracted); "
                 "re-run the same `softsae extract` command to finish it"
             )
-        self._layers = {_layer_key(e["layer"]): e for e in self.meta["layers"]}
+        self._layers = {layer_key(e["layer"]): e for e in self.meta["layers"]}
         self._images: list[ImageRecord] | None = None
         self._ok_images: list[str] | None = None
-        self._arrays: dict[str, np.ndarray] = {}
+        self._arrays: dict[str, np.ndarray | ShardedArray] = {}
+        self._check_index_counts()
+        self._shards = None
+        if self.schema_version == SHARDED_SCHEMA_VERSION:
+            self._shards = read_shard_table(self.path, self.meta)
+        else:
+            dtype = np.dtype(self.meta["dtype"])
+            for entry in self.meta["layers"]:
+                shape = (self.n_images, entry["n_tokens"], entry["d"])
+                check_npy_file(self.path / entry["file"], shape, dtype)
+
+    @property
+    def schema_version(self) -> int:
+        """1: one ``.npy`` per layer; 2: each layer in bounded ``.npy`` shards."""
+        return int(self.meta["schema_version"])
 
     @property
     def layers(self) -> list[Layer]:
@@ -158,13 +129,50 @@ class Store:
         """Number of stored (readable) images, the first axis of every layer array."""
         return int(self.meta["images"]["n_ok"])
 
+    def _check_index_counts(self) -> None:
+        """Records and ``ok`` records of the index against meta.json, without parsing it."""
+        index = self.path / INDEX_FILE
+        n_lines, n_ok = count_index(index)
+        n_total = self.meta["images"]["n_total"]
+        if (n_lines, n_ok) != (n_total, self.n_images):
+            raise damaged(
+                index,
+                f"{n_lines} records ({n_ok} stored images), but meta.json says {n_total} "
+                f"({self.n_images} stored)",
+            )
+
     @property
     def images(self) -> list[ImageRecord]:
         """One record per input image in input order, skipped ones included."""
         if self._images is None:
-            with open(self.path / INDEX_FILE, encoding="utf-8") as f:
-                self._images = [ImageRecord(**json.loads(line)) for line in f if line.strip()]
+            self._images = self._read_index()
         return self._images
+
+    def _read_index(self) -> list[ImageRecord]:
+        """Parse ``images.jsonl`` and check it against meta.json: counts, rows, fingerprint."""
+        index = self.path / INDEX_FILE
+        records, number = [], 0
+        try:
+            with open(index, encoding="utf-8") as f:
+                for line in f:
+                    number += 1
+                    if line.strip():
+                        records.append(ImageRecord(**json.loads(line)))
+        except (ValueError, TypeError) as err:
+            raise damaged(index, f"record {number} is malformed ({err})") from None
+        n_total = self.meta["images"]["n_total"]
+        ok_rows = [r.row for r in records if r.ok]
+        if len(records) != n_total or len(ok_rows) != self.n_images:
+            raise damaged(
+                index,
+                f"{len(records)} records ({len(ok_rows)} stored images), but meta.json says "
+                f"{n_total} ({self.n_images} stored)",
+            )
+        if ok_rows != list(range(self.n_images)):
+            raise damaged(index, "stored images' rows are not 0, 1, 2, ... in order")
+        if fingerprint([r.path for r in records]) != self.meta["images"]["fingerprint"]:
+            raise damaged(index, "its image list does not match meta.json's fingerprint")
+        return records
 
     @property
     def ok_images(self) -> list[str]:
@@ -185,15 +193,12 @@ class Store:
             raise SoftSAEError(
                 f"{self.path} holds several layers ({available}); pick one with --layer"
             )
-        key = str(layer).strip().lower()
-        if key != EMBED:
-            try:
-                index = int(key)
-            except ValueError:
-                raise SoftSAEError(
-                    f"unknown layer {layer!r}; {self.path} holds {available}"
-                ) from None
-            key = str(index % self.meta["backbone"]["n_blocks"] if index < 0 else index)
+        try:
+            key = layer_key(
+                resolve_layer_index(layer, self.meta["backbone"]["n_blocks"], self.backbone)
+            )
+        except SoftSAEError as err:
+            raise SoftSAEError(f"{err}; {self.path} holds {available}") from None
         if key not in self._layers:
             raise SoftSAEError(f"layer {layer} is not in {self.path}; it holds {available}")
         return self._layers[key]["layer"]
@@ -207,18 +212,28 @@ class Store:
         types = self.token_types if layer is None else self.layer_token_types(layer)
         return np.array([i for i, t in enumerate(types) if t == kind], dtype=np.int64)
 
-    def activations(self, layer: Layer | None = None) -> np.ndarray:
-        """Read-only memory map of a layer, (n_images, tokens, d), rows in ``ok_images`` order."""
-        key = _layer_key(self.resolve_layer(layer))
+    def activations(self, layer: Layer | None = None) -> np.ndarray | ShardedArray:
+        """A layer's rows (n_images, tokens, d) in ``ok_images`` order, read lazily.
+
+        Schema 1: a read-only ``np.memmap``. Schema 2: a :class:`ShardedArray` with ``.shape``,
+        ``.dtype``, row slicing and integer-array indexing on the first axis, reading only the
+        shards it needs. Either way a sample of rows is checked for NaN/inf on first access.
+        """
+        key = layer_key(self.resolve_layer(layer))
         if key not in self._arrays:
-            file = self.path / self._layers[key]["file"]
-            try:
-                array = np.load(file, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as err:
-                raise SoftSAEError(f"cannot read {file} ({err}); the store is damaged") from None
-            expected = (self.n_images, self._layers[key]["n_tokens"], self._layers[key]["d"])
-            if array.shape != expected:
-                raise SoftSAEError(f"{file} has shape {array.shape}, meta.json says {expected}")
+            entry = self._layers[key]
+            if self._shards is not None:
+                array = ShardedArray(
+                    self._shards[key], entry["n_tokens"], entry["d"], np.dtype(self.meta["dtype"])
+                )
+                where = self.path / entry["file"]
+            else:
+                where = self.path / entry["file"]
+                try:
+                    array = np.load(where, mmap_mode="r", allow_pickle=False)
+                except (OSError, ValueError) as err:
+                    raise damaged(where, f"cannot be memory-mapped ({err})") from None
+            _check_finite_sample(array, where)
             self._arrays[key] = array
         return self._arrays[key]
 
@@ -239,13 +254,32 @@ class Store:
         )
 
 
+def _check_finite_sample(array: np.ndarray | ShardedArray, where: Path) -> None:
+    """NaN or inf in a few evenly spaced rows: a garbled file (extraction never stores them)."""
+    n = array.shape[0]
+    if n == 0:
+        return
+    rows = np.unique(np.linspace(0, n - 1, min(n, FINITE_SAMPLE_ROWS)).round().astype(np.int64))
+    sample = np.asarray(array[rows])
+    if not np.isfinite(sample).all():
+        bad = rows[~np.isfinite(sample).reshape(len(rows), -1).all(axis=1)]
+        raise damaged(where, f"row {int(bad[0])} holds NaN or infinite values")
+
+
 def open_store(path: str | os.PathLike) -> Store:
-    """Open a finished activation store made by ``softsae extract``."""
+    """Open a finished activation store made by ``softsae extract`` (schema 1 or 2).
+
+    Checked at open: every key and type of ``meta.json``; the token types against each layer's
+    token count; every layer file (or shard) exists, is a real ``.npy`` of the shape and dtype
+    meta.json gives and has exactly the bytes its header promises; the number of index records
+    and of stored images against meta.json. Checked on first use: the index's rows and image
+    fingerprint (:attr:`Store.images`), and a sample of each layer's rows for NaN/inf.
+    """
     return Store(path)
 
 
 def read_meta(path: Path) -> dict[str, Any]:
-    """Parse and version-check ``meta.json`` of a store folder."""
+    """Parse, version-check and validate ``meta.json`` of a store folder."""
     meta_path = Path(path) / META_FILE
     if not meta_path.is_file():
         if not Path(path).exists():
@@ -253,191 +287,51 @@ def read_meta(path: Path) -> dict[str, Any]:
         raise SoftSAEError(f"{path} is not an activation store (no {META_FILE})")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise SoftSAEError(f"{meta_path} is not valid JSON ({err}); the store is damaged") from None
-    if meta.get("format") != FORMAT_NAME:
+    except (ValueError, UnicodeDecodeError) as err:
+        raise SoftSAEError(f"{meta_path} is not valid JSON ({err}); {FIX}") from None
+    except OSError as err:
+        raise SoftSAEError(f"cannot read {meta_path}: {err.strerror}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise SoftSAEError(f"{meta_path} does not describe an activation store")
     version = meta.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_SCHEMAS:
         raise SoftSAEError(
-            f"{path} has store schema_version {version}; this softsae_vision reads version "
-            f"{SCHEMA_VERSION}: upgrade softsae_vision or re-extract"
+            f"{path} has store schema_version {version}; this softsae_vision reads versions "
+            f"{', '.join(map(str, READABLE_SCHEMAS))}: upgrade softsae_vision or re-extract"
         )
+    check_meta(meta, meta_path)
     return meta
 
 
-def _read_progress(path: Path) -> dict[str, int]:
+def _images_done(path: Path, meta: dict[str, Any]) -> int:
+    """Images an unfinished store has durably processed (over every rank for schema 2)."""
+    if meta["schema_version"] == SCHEMA_VERSION:
+        return read_progress(path)["images_done"]
+    from softsae_vision.data.shard_writer import PARTS_DIR, read_rank_progress
+
+    ranks = meta.get("extraction", {}).get("world_size", 1)
+    if not (path / PARTS_DIR).is_dir():
+        return 0
+    return sum(int(read_rank_progress(path, r).get("images_done", 0)) for r in range(ranks))
+
+
+def read_progress(path: Path) -> dict[str, int]:
+    """The resume point of an unfinished schema-1 store (zeros if there is none yet)."""
     try:
-        return json.loads((path / PROGRESS_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+        progress = json.loads((path / PROGRESS_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
         return {"images_done": 0, "n_ok": 0, "index_bytes": 0}
+    keys = ("images_done", "n_ok", "index_bytes")
+    if not isinstance(progress, dict) or not all(
+        isinstance(progress.get(k), int) and progress[k] >= 0 for k in keys
+    ):
+        raise damaged(path / PROGRESS_FILE, "malformed resume point")
+    return progress
 
 
-def _fingerprint(paths: Sequence[str | os.PathLike]) -> str:
-    digest = hashlib.sha256()
-    for p in paths:
-        digest.update(str(p).encode("utf-8", "surrogateescape") + b"\n")
-    return digest.hexdigest()
+def __getattr__(name: str) -> Any:
+    if name == "StoreWriter":  # defined in store_writer, which imports this module
+        from softsae_vision.data.store_writer import StoreWriter
 
-
-def new_meta(
-    backbone: dict[str, Any],
-    transform: Preprocess,
-    layout: TokenLayout,
-    kinds: Sequence[str],
-    layer_widths: dict[Layer, int],
-    dtype: str,
-    source: str | os.PathLike,
-    paths: Sequence[str | os.PathLike],
-    extraction: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """``meta.json`` for a new, unfinished store (counts are added when it is finished).
-
-    ``backbone`` is :meth:`Backbone.describe` (at least name, weights and n_blocks); ``kinds``
-    the token types kept for block layers; ``layer_widths`` maps each layer to its width d.
-    """
-    types = layout.token_types()
-    positions = [i for i, t in enumerate(types) if t in kinds]
-    return {
-        "format": FORMAT_NAME,
-        "schema_version": SCHEMA_VERSION,
-        "complete": False,
-        "library_version": __version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "backbone": dict(backbone),
-        "transform": transform.to_dict(),
-        "token_layout": {
-            "n_cls": layout.n_cls,
-            "n_reg": layout.n_reg,
-            "grid": list(layout.grid),
-            "tokens": list(kinds),
-            "positions": positions,
-            "token_types": [types[p] for p in positions],
-        },
-        "layers": [
-            {
-                "layer": layer,
-                "file": layer_file(layer),
-                "n_tokens": 1 if layer == EMBED else len(positions),
-                "d": int(d),
-            }
-            for layer, d in layer_widths.items()
-        ],
-        "dtype": dtype,
-        "images": {
-            "source": str(Path(source).resolve()),
-            "index": INDEX_FILE,
-            "n_total": len(paths),
-            "fingerprint": _fingerprint(paths),
-        },
-        "extraction": dict(extraction or {}),
-    }
-
-
-class StoreWriter:
-    """Writes a store chunk by chunk; :meth:`commit` makes everything so far durable.
-
-    ``meta`` is the complete description of the store except the counts (see
-    :func:`softsae_vision.data.extract.store_meta`); its ``layers`` entries give each layer's
-    file, token count and width. Rows go into each layer file at the position of the next
-    readable image, so a resumed writer simply continues from the last commit.
-    """
-
-    def __init__(self, path: Path, meta: dict[str, Any], progress: dict[str, int]):
-        self.path, self.meta = path, meta
-        self.images_done = int(progress["images_done"])
-        self.n_ok = int(progress["n_ok"])
-        self._dtype = np.dtype(meta["dtype"])
-        self._files = {}
-        for entry in meta["layers"]:
-            f = open(path / entry["file"], "r+b")  # noqa: SIM115 - closed in close()
-            self._files[_layer_key(entry["layer"])] = (f, _npy_header_len(path / entry["file"]))
-        index = path / INDEX_FILE
-        self._index_bytes = int(progress["index_bytes"])
-        with open(index, "ab") as f:
-            f.truncate(self._index_bytes)  # drop records written after the last commit
-        self._index = open(index, "ab")  # noqa: SIM115 - closed in close()
-
-    @classmethod
-    def create(cls, path: Path, meta: dict[str, Any]) -> StoreWriter:
-        """Start a new store (``meta.json`` first, so a crash right after still resumes)."""
-        path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path / META_FILE, meta)
-        n_total = int(meta["images"]["n_total"])
-        for entry in meta["layers"]:
-            shape = (n_total, int(entry["n_tokens"]), int(entry["d"]))
-            nbytes = int(np.prod(shape)) * np.dtype(meta["dtype"]).itemsize
-            tmp = path / f".{entry['file']}.tmp"
-            with open(tmp, "wb") as f:
-                header = _npy_header(np.dtype(meta["dtype"]), shape)
-                f.write(header)
-                f.truncate(len(header) + nbytes)  # sparse where the filesystem allows
-            os.replace(tmp, path / entry["file"])
-        (path / INDEX_FILE).write_bytes(b"")
-        progress = {"images_done": 0, "n_ok": 0, "index_bytes": 0}
-        write_json_atomic(path / PROGRESS_FILE, progress)
-        return cls(path, meta, progress)
-
-    @classmethod
-    def resume(cls, path: Path, meta: dict[str, Any]) -> StoreWriter:
-        """Reopen an unfinished store at its last commit (``meta`` must match the stored one)."""
-        progress = _read_progress(path)
-        if progress["images_done"] == 0 or not all(
-            (path / e["file"]).is_file() for e in meta["layers"]
-        ):
-            return cls.create(path, meta)
-        return cls(path, meta, progress)
-
-    def write(self, records: Sequence[ImageRecord], acts: dict[Layer, np.ndarray]) -> None:
-        """Append the next input images' records and their rows (n_ok_in_batch, tokens, d)."""
-        n_new = sum(r.ok for r in records)
-        for layer, array in acts.items():
-            if array.shape[0] != n_new or array.dtype != self._dtype:
-                raise ValueError(
-                    f"layer {layer}: got {array.shape} {array.dtype}, want {n_new} rows"
-                )
-            if n_new:
-                f, offset = self._files[_layer_key(layer)]
-                f.seek(offset + self.n_ok * array[0].nbytes)
-                f.write(np.ascontiguousarray(array).data)
-        lines = b"".join(r.to_json().encode("utf-8") + b"\n" for r in records)
-        self._index.write(lines)
-        self.images_done += len(records)  # counters move only once everything is written
-        self.n_ok += n_new
-        self._index_bytes += len(lines)
-
-    def commit(self) -> None:
-        """Flush data and index to disk, then record the new resume point atomically."""
-        for f, _ in self._files.values():
-            f.flush()
-            os.fsync(f.fileno())
-        self._index.flush()
-        os.fsync(self._index.fileno())
-        write_json_atomic(
-            self.path / PROGRESS_FILE,
-            {"images_done": self.images_done, "n_ok": self.n_ok, "index_bytes": self._index_bytes},
-        )
-
-    def finalize(self) -> Store:
-        """Shrink every layer to the readable images, mark the store complete, and open it."""
-        self.commit()
-        for entry in self.meta["layers"]:
-            f, offset = self._files[_layer_key(entry["layer"])]
-            shape = (self.n_ok, int(entry["n_tokens"]), int(entry["d"]))
-            f.seek(0)
-            f.write(_npy_header(self._dtype, shape, total_len=offset))
-            f.truncate(offset + int(np.prod(shape)) * self._dtype.itemsize)
-            f.flush()
-            os.fsync(f.fileno())
-        self.close()
-        n_total = int(self.meta["images"]["n_total"])
-        self.meta["images"].update(n_ok=self.n_ok, n_skipped=n_total - self.n_ok)
-        self.meta["complete"] = True
-        write_json_atomic(self.path / META_FILE, self.meta)
-        (self.path / PROGRESS_FILE).unlink(missing_ok=True)
-        return Store(self.path)
-
-    def close(self) -> None:
-        for f, _ in self._files.values():
-            f.close()
-        self._index.close()
+        return StoreWriter
+    raise AttributeError(name)

@@ -122,6 +122,12 @@ class StoreSource:
             part = self._read_images(start, min(start + self._block_images, self.n_images))
             rows[at : at + len(part)] = part
             at += len(part)
+        if not np.isfinite(rows).all():  # extraction never writes NaN/inf: the file is garbled
+            raise SoftSAEError(
+                f"{self.store.path}: layer {self.layer} holds NaN or infinite values in images "
+                f"{int(blocks.min()) * self._block_images} onwards; the store is damaged: "
+                "re-extract it with `softsae extract`"
+            )
         return rows
 
     # -- ActivationSource ---------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from softsae_vision.cli import build_parser, main
@@ -56,6 +58,23 @@ def test_user_errors_are_one_line(images, tmp_path, capsys, args, message):
     assert _extract(str(images), "--out", str(tmp_path / "s"), *args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("softsae extract: error:") and message in err[0]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--image-size", "0"], "--image-size must be a positive number of pixels, got 0"),
+        (["--image-size", "37"], "--image-size 37 is not a multiple of .* patch size 16x16"),
+        (["--workers", "-1"], "--workers must be an integer >= 0, got -1"),
+        (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+    ],
+)
+def test_bad_settings_fail_before_a_store_folder_exists(images, tmp_path, capsys, args, message):
+    out = tmp_path / "deeper" / "s"
+    assert _extract(str(images), "--out", str(out), *args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0])
+    assert not out.exists() and not out.parent.exists()
 
 
 def test_missing_images_fail_before_loading_the_model(tmp_path, capsys):

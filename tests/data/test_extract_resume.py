@@ -15,7 +15,7 @@ import pytest
 
 from softsae_vision.backbones import load_backbone
 from softsae_vision.data.extract import extract
-from softsae_vision.data.store import PROGRESS_FILE, open_store
+from softsae_vision.data.store import open_store
 from softsae_vision.errors import SoftSAEError
 from tests._fixtures_extract import write_broken_files, write_images
 
@@ -63,10 +63,11 @@ def test_stopped_run_resumes_without_redoing_work(images, vit, reference, tmp_pa
 def test_complete_store_is_left_alone(images, vit, reference, tmp_path):
     out = tmp_path / "store"
     extract(vit, images, out, **ARGS)
-    before = (out / "layer_0.npy").stat().st_mtime_ns
+    shard = out / "layer_0" / "r000_00000.npy"
+    before = shard.stat().st_mtime_ns
     again = extract(vit, images, out, **ARGS)
     assert again.n_processed == 0 and again.resumed
-    assert (out / "layer_0.npy").stat().st_mtime_ns == before
+    assert shard.stat().st_mtime_ns == before
     assert_same_store(again.store, reference)
 
 
@@ -137,7 +138,7 @@ def test_kill_9_then_rerun_gives_the_same_store(images, vit, reference, tmp_path
     out = tmp_path / "store"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     child = subprocess.Popen([sys.executable, "-c", _SLOW_CHILD, str(images), str(out)], env=env)
-    progress = out / PROGRESS_FILE
+    progress = out / "parts" / "rank000.json"
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and child.poll() is None:
@@ -155,3 +156,28 @@ def test_kill_9_then_rerun_gives_the_same_store(images, vit, reference, tmp_path
     resumed = extract(vit, images, out, **ARGS)
     assert resumed.n_processed == 16 - done
     assert_same_store(resumed.store, reference)
+
+
+_KILLED_IN_FIRST_META_WRITE = """
+import os, signal, sys
+from softsae_vision.backbones import load_backbone
+from softsae_vision.data.extract import extract
+backbone = load_backbone("timm/test_vit", pretrained=False)
+os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # the first fsync: meta.json's temp
+extract(backbone, sys.argv[1], sys.argv[2], layers=[0, -1], batch_size=2, chunk_images=4,
+        progress=False, workers=0)
+"""
+
+
+def test_kill_during_the_first_meta_write_is_recoverable(images, vit, reference, tmp_path):
+    out = tmp_path / "store"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_IN_FIRST_META_WRITE, str(images), str(out)], env=env
+    )
+    assert child.returncode == -signal.SIGKILL
+    left = sorted(p.name for p in out.iterdir())
+    assert "meta.json" not in left and any(n.startswith(".meta.json.") for n in left)
+    resumed = extract(vit, images, out, **ARGS)
+    assert_same_store(resumed.store, reference)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # temporaries removed

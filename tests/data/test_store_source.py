@@ -19,10 +19,10 @@ N_TYPES = {"cls": 1, "register": 2, "patch": 6, "all": 9}
 POSITIONS = {"cls": [0], "register": [1, 2], "patch": list(range(3, 9)), "all": list(range(9))}
 
 
-@pytest.fixture(scope="module")
-def store_path(tmp_path_factory):
+@pytest.fixture(scope="module", params=[1, 2], ids=["schema1", "schema2"])
+def store_path(tmp_path_factory, request):
     path = tmp_path_factory.mktemp("source") / "store"
-    write_synthetic_store(path, n_images=40, fail_every=9)  # 36 stored images
+    write_synthetic_store(path, n_images=40, fail_every=9, schema=request.param)  # 36 stored
     return path
 
 
