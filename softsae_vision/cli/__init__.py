@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, str] = {
     "report": "report",
     "demo": "demo",
     "compare": "compare",
+    "downstream": "downstream",
 }
 
 
