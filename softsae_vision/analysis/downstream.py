@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 PROMPT = "a photo of a {}."
 MODES = ("orig", "sae", "mean_ablation")
+TEXT_BATCH = 256
 
 
 @dataclass
@@ -79,13 +80,17 @@ def load_classifier(
     pretrained: bool = True,
     checkpoint: str | os.PathLike | None = None,
     device: str = "cpu",
+    prompt: str = PROMPT,
 ) -> Classifier:
-    """A timm classifier, or an open_clip model with zero-shot heads for ``class_names``."""
+    """A timm classifier, or an open_clip model with zero-shot heads for ``class_names``
+    (each embedded as ``prompt.format(name)``)."""
     from softsae_vision.backbones.registry import load_backbone, parse_backbone_name
 
     parsed = parse_backbone_name(name)
     if parsed.library == "open_clip":
-        return _load_clip(parsed.model, parsed.tag, class_names, pretrained, checkpoint, device)
+        return _load_clip(
+            parsed.model, parsed.tag, class_names, pretrained, checkpoint, device, prompt
+        )
     backbone = load_backbone(name, pretrained=pretrained, checkpoint=checkpoint, device=device)
     if not getattr(backbone.model, "num_classes", 0):
         raise SoftSAEError(
@@ -95,7 +100,7 @@ def load_classifier(
     return Classifier(backbone, "classifier")
 
 
-def _load_clip(arch, tag, class_names, pretrained, checkpoint, device) -> Classifier:
+def _load_clip(arch, tag, class_names, pretrained, checkpoint, device, prompt) -> Classifier:
     """An open_clip model whose text tower embeds one prompt per class."""
     import open_clip
 
@@ -138,9 +143,12 @@ def _load_clip(arch, tag, class_names, pretrained, checkpoint, device) -> Classi
     dev = resolve_device(device)
     model = model.eval().requires_grad_(False).to(dev)
     tokenizer = open_clip.get_tokenizer(arch)
+    chunks = []
     with torch.inference_mode():
-        text = tokenizer([PROMPT.format(c) for c in class_names]).to(dev)
-        text_emb_CE = torch.nn.functional.normalize(model.encode_text(text).float(), dim=-1)
+        for start in range(0, len(class_names), TEXT_BATCH):
+            text = tokenizer([prompt.format(c) for c in class_names[start : start + TEXT_BATCH]])
+            chunks.append(model.encode_text(text.to(dev)).float())
+    text_emb_CE = torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
     scale = float(model.logit_scale.exp()) if hasattr(model, "logit_scale") else 100.0
     backbone = OpenClipBackbone(model.visual, label, weights, dev)
     return Classifier(backbone, "zero-shot", list(class_names), text_emb_CE, scale)

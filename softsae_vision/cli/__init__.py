@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "demo",
     "compare": "compare",
     "downstream": "downstream",
+    "name": "name",
 }
 
 
