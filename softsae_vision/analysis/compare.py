@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from softsae_vision.errors import SoftSAEError
 
@@ -142,7 +143,6 @@ def compare_runs(
 ) -> Comparison:
     """Evaluate every run on ``data`` (each on the layer and tokens it was trained on unless
     ``layer``/``tokens`` say otherwise), build fronts, interpolate, and measure seed stability."""
-    from softsae_vision.analysis.stability import coherence, seed_stability
     from softsae_vision.sae.base import CONFIG_FILE, load_sae
     from softsae_vision.training.evaluate import evaluate, open_eval_source
 
@@ -165,13 +165,23 @@ def compare_runs(
         metrics = evaluate(sae, source.iter_eval(batch_size), device=device)
         measured.append(RunMetrics(name, path, sae.architecture, config, metrics))
         decoders.append(sae.W_dec.detach().cpu())
+    return summarise(str(data), measured, decoders)
+
+
+def summarise(
+    data: str, measured: list[RunMetrics], decoders: Sequence[torch.Tensor]
+) -> Comparison:
+    """Fronts, baseline FVU at SoftSAE's L0, seed stability and coherence of measured runs."""
+    from softsae_vision.analysis.stability import coherence, seed_stability
+
     fronts = build_fronts(measured)
+    configs = [r.config for r in measured]
     return Comparison(
-        data=str(data),
+        data=data,
         runs=measured,
         fronts=fronts,
         at_softsae_l0=baseline_at_softsae_l0(fronts),
-        stability=seed_stability(names, [r.config for r in measured], decoders),
+        stability=seed_stability([r.name for r in measured], configs, decoders),
         coherence={r.name: coherence(w) for r, w in zip(measured, decoders, strict=True)},
     )
 
