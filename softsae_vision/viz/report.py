@@ -550,6 +550,8 @@ def _is_number(text: Any) -> bool:
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
