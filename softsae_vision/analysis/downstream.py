@@ -81,6 +81,7 @@ def load_classifier(
     checkpoint: str | os.PathLike | None = None,
     device: str = "cpu",
     prompt: str = PROMPT,
+    image_size: int | None = None,
 ) -> Classifier:
     """A timm classifier, or an open_clip model with zero-shot heads for ``class_names``
     (each embedded as ``prompt.format(name)``)."""
@@ -88,10 +89,11 @@ def load_classifier(
 
     parsed = parse_backbone_name(name)
     if parsed.library == "open_clip":
-        return _load_clip(
-            parsed.model, parsed.tag, class_names, pretrained, checkpoint, device, prompt
-        )
-    backbone = load_backbone(name, pretrained=pretrained, checkpoint=checkpoint, device=device)
+        args = (class_names, pretrained, checkpoint, device, prompt, image_size)
+        return _load_clip(parsed.model, parsed.tag, *args)
+    backbone = load_backbone(
+        name, pretrained=pretrained, checkpoint=checkpoint, device=device, image_size=image_size
+    )
     if not getattr(backbone.model, "num_classes", 0):
         raise SoftSAEError(
             f"{name} has no classification head (num_classes 0); use a timm classifier or an "
@@ -100,7 +102,9 @@ def load_classifier(
     return Classifier(backbone, "classifier")
 
 
-def _load_clip(arch, tag, class_names, pretrained, checkpoint, device, prompt) -> Classifier:
+def _load_clip(
+    arch, tag, class_names, pretrained, checkpoint, device, prompt, image_size
+) -> Classifier:
     """An open_clip model whose text tower embeds one prompt per class."""
     import open_clip
 
@@ -121,10 +125,13 @@ def _load_clip(arch, tag, class_names, pretrained, checkpoint, device, prompt) -
     if arch not in open_clip.list_models():
         raise SoftSAEError(f"open_clip has no architecture named {arch!r}")
     label = f"open_clip/{arch}"
+    size = {"force_image_size": image_size} if image_size else {}
     if checkpoint is not None:
         weights = checkpoint_id(checkpoint)
         model = load_checkpoint_or_fail(
-            label, checkpoint, lambda: open_clip.create_model(arch, pretrained=str(checkpoint))
+            label,
+            checkpoint,
+            lambda: open_clip.create_model(arch, pretrained=str(checkpoint), **size),
         )
     elif pretrained:
         if tag not in open_clip.list_pretrained_tags_by_model(arch):
@@ -133,12 +140,13 @@ def _load_clip(arch, tag, class_names, pretrained, checkpoint, device, prompt) -
             )
         weights, label = f"pretrained:{tag}", f"open_clip/{arch}:{tag}"
         model = load_pretrained(
-            label, lambda: open_clip.create_model(arch, pretrained=tag, require_pretrained=True)
+            label,
+            lambda: open_clip.create_model(arch, pretrained=tag, require_pretrained=True, **size),
         )
     else:
         weights = "random"
         model = build_random(
-            lambda: open_clip.create_model(arch, pretrained=None, load_weights=False)
+            lambda: open_clip.create_model(arch, pretrained=None, load_weights=False, **size)
         )
     dev = resolve_device(device)
     model = model.eval().requires_grad_(False).to(dev)
@@ -226,8 +234,12 @@ def run_downstream(
     checkpoint: str | os.PathLike | None = None,
     batch_size: int = 32,
     device: str = "cpu",
+    image_size: int | None = None,
 ) -> dict[str, Any]:
-    """Splice the run's SAE into ``model`` over ``images``; return the metrics of each mode."""
+    """Splice the run's SAE into ``model`` over ``images``; return the metrics of each mode.
+
+    ``image_size`` overrides the model's input size (use the one the store was extracted at).
+    """
     from softsae_vision.sae.base import load_sae
     from softsae_vision.training.evaluate import run_data_description
 
@@ -242,7 +254,9 @@ def run_downstream(
             "pass --layer and --tokens"
         )
     found = read_images(images, classes)
-    clf = load_classifier(model, found.class_names, pretrained, checkpoint, device)
+    clf = load_classifier(
+        model, found.class_names, pretrained, checkpoint, device, image_size=image_size
+    )
     backbone = clf.backbone
     layer = backbone.resolve_layer(layer)
     tokens = EMBED if layer == EMBED else (tokens or data.get("tokens") or "patch")

@@ -110,7 +110,7 @@ def spliced_block(
         sel_BPD = new_BTD[:, positions]
         b, p, d = sel_BPD.shape
         new_BTD[:, positions] = replace(sel_BPD.reshape(b * p, d)).reshape(b, p, d).to(out.dtype)
-        new = new_BTD if acts_BTD.shape == out.shape else new_BTD.transpose(0, 1)
+        new = new_BTD if acts_BTD is out else new_BTD.transpose(0, 1)  # back to (T, B, d)
         return (new, *output[1:]) if isinstance(output, tuple) else new
 
     handle = backbone.blocks[layer].register_forward_hook(hook)

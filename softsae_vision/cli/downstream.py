@@ -35,6 +35,12 @@ def add_parser(sub, name: str) -> None:
     )
     p.add_argument("--no-pretrained", action="store_true", help="random backbone weights")
     p.add_argument("--checkpoint", default=None, metavar="FILE", help="local backbone weights")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="input resolution, as given to `softsae extract` (default: the model's)",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the results as JSON")
@@ -81,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         batch_size=args.batch_size,
         device=str(resolve_device(args.device)),
+        image_size=args.image_size,
     )
     if args.out:
         write_downstream(result, args.out)

@@ -19,5 +19,9 @@ def test_downstream_cli_prints_and_writes(tmp_path, capsys):
     assert "loss_recovered" in printed and "mean_ablation" in printed
     result = json.loads(out.read_text())
     assert result["n_images"] == 6 and abs(result["loss_recovered"] - 1) < 1e-4
+    # another input size (as `extract --image-size` would use): a 3x3 grid, the same results shape
+    assert main([*argv, "--device", "cpu", "--image-size", "48", "--out", str(out)]) == 0
+    assert abs(json.loads(out.read_text())["loss_recovered"] - 1) < 1e-4
+    capsys.readouterr()
     assert main(["downstream", str(run), "--model", name, "--images", "/no/such/dir"]) == 2
     assert "--images" in capsys.readouterr().err
