@@ -20,6 +20,7 @@ def readme_commands() -> list[str]:
 def test_readme_has_commands_for_every_subcommand():
     used = {shlex.split(cmd)[1] for cmd in readme_commands()}
     assert used >= {"extract", "train", "eval", "features", "kmaps", "complexity", "report", "demo"}
+    assert used >= {"compare", "downstream", "name"}
 
 
 @pytest.mark.parametrize("command", readme_commands())

@@ -25,6 +25,9 @@ SUBCOMMANDS: dict[str, str] = {
     "complexity": "complexity",
     "report": "report",
     "demo": "demo",
+    "compare": "compare",
+    "downstream": "downstream",
+    "name": "name",
 }
 
 

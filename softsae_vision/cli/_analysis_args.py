@@ -5,14 +5,20 @@ from __future__ import annotations
 import argparse
 
 
-def add_common(p: argparse.ArgumentParser, *, pdf: bool = True) -> None:
+def add_common(p: argparse.ArgumentParser, *, pdf: bool = True, several: bool = False) -> None:
     """RUN STORE --out DIR [--layer L] [--device D] [--no-progress] [--pdf | --no-pdf].
 
     Figures are always written as PNG; ``pdf`` is whether a PDF copy of each is written by
     default (true for the figure commands, false for the report, where it is the slow part).
+    ``several``: RUN [RUN ...] STORE, parsed into ``args.paths`` (the report).
     """
-    p.add_argument("run_dir", metavar="RUN", help="SAE run directory (or its sae.safetensors)")
-    p.add_argument("store", metavar="STORE", help="activation store made by `softsae extract`")
+    if several:
+        p.add_argument(
+            "paths", nargs="+", metavar="RUN [RUN ...] STORE", help="SAE runs, then the store"
+        )
+    else:
+        p.add_argument("run_dir", metavar="RUN", help="SAE run directory (or its sae.safetensors)")
+        p.add_argument("store", metavar="STORE", help="activation store made by `softsae extract`")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for figures and tables")
     p.add_argument("--layer", default=None, help="store layer (default: the run's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

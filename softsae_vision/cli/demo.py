@@ -76,6 +76,5 @@ def run(args: argparse.Namespace) -> int:
             f"{name:8s} FVU {m['fvu']:.3f}  mean L0 {m['l0_mean']:.2f} (K = {result.summary['k']})"
         )
     print(f"done in {time.perf_counter() - start:.0f} s")
-    print(f"report: {result.report}")
-    print(f"TopK baseline report: {result.baseline_report}")
+    print(f"report (SoftSAE and TopK side by side): {result.report}")
     return 0

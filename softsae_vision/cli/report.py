@@ -1,4 +1,5 @@
-"""``softsae report RUN STORE --out DIR``: one static HTML page with all analyses of a run."""
+"""``softsae report RUN [RUN ...] STORE --out DIR``: one static HTML page with all analyses of
+one run, or of several runs side by side."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ def add_parser(sub, name: str) -> None:
         description=(
             "Write DIR/index.html, a page that opens offline (relative links, no scripts), with "
             "the run's training curves, evaluation metrics on the store, a feature gallery, "
-            "k maps and the k-versus-complexity analysis. Figures are saved as PNG; --pdf adds "
+            "k maps and the k-versus-complexity analysis. Several RUNs (e.g. a SoftSAE and its "
+            "matched TopK) are shown side by side, with FVU against L0 and each baseline's FVU "
+            "at SoftSAE's L0; their figures go to DIR/<run name>/. Figures are saved as PNG; "
+            "--pdf adds "
             "a PDF copy of each (linked from its caption), which makes the report several "
             "times slower."
         ),
     )
-    add_common(p, pdf=False)
+    add_common(p, pdf=False, several=True)
     p.add_argument("--banner", default=None, help="warning shown at the top of the page")
     p.add_argument("--title", default=None, help="page title (default: from the run name)")
     p.add_argument("--n-features", type=int, default=12, help="features in the gallery")
@@ -30,12 +34,23 @@ def add_parser(sub, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from softsae_vision.errors import SoftSAEError
+
+    if len(args.paths) < 2:
+        raise SoftSAEError("give at least one RUN and then STORE")
+    *runs, store = args.paths
+    for path in (*runs, store):
+        if not Path(path).exists():
+            raise SoftSAEError(f"no such file or directory: {path}")
+
     from softsae_vision.devices import resolve_device
     from softsae_vision.viz.report import build_report
 
     path = build_report(
-        args.run_dir,
-        args.store,
+        runs,
+        store,
         args.out,
         banner=args.banner,
         layer=args.layer,

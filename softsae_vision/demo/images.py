@@ -129,19 +129,16 @@ def run_image_demo(
             train(sae, source, cfg, run_dir=runs[name], resume=resume, progress=progress)
         summary[name] = evaluate(sae, source.iter_eval(4096), device=device)
     banner = None if pretrained else RANDOM_WEIGHTS_BANNER
-    reports = {
-        name: build_report(
-            runs[name],
-            store,
-            out / f"report_{name}",
-            banner=banner,
-            n_features=settings.n_features,
-            n_boot=settings.n_boot,
-            title=f"{name} on {settings.model} patch tokens (demo)",
-            device="cpu",
-            progress=progress,
-        )
-        for name in runs
-    }
+    report = build_report(  # one page: SoftSAE and its matched TopK side by side
+        [runs["softsae"], runs["topk"]],
+        store,
+        out / "report",
+        banner=banner,
+        n_features=settings.n_features,
+        n_boot=settings.n_boot,
+        title=f"SoftSAE and TopK on {settings.model} patch tokens (demo)",
+        device="cpu",
+        progress=progress,
+    )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return DemoResult(reports["softsae"], reports["topk"], summary, pretrained)
+    return DemoResult(report, report, summary, pretrained)

@@ -2,7 +2,9 @@
 
 FVU = Σ‖x − x̂‖² / Σ‖x − x̄‖² over all rows (not an average of per-batch ratios, which the
 reference evaluation did and which is biased for small batches); realised L0 from the codes
-actually produced (not the target k); dead latents = never fired on the evaluation set.
+actually produced (not the target k); dead latents = never fired on the evaluation set,
+almost-dead = fired on fewer than :data:`ALMOST_DEAD_FREQ` of the rows (but at least once), dense
+= fired on more than :data:`DENSE_FREQ` of the rows.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from softsae_vision.errors import SoftSAEError
 from softsae_vision.sae.base import BaseSAE
 
 PERCENTILES = (5, 25, 50, 75, 95)
+ALMOST_DEAD_FREQ = 1e-4
+"""A latent firing on fewer than this fraction of rows (but on some) is almost dead."""
+DENSE_FREQ = 0.1
+"""A latent firing on more than this fraction of rows is dense."""
 
 
 @dataclass
@@ -30,12 +36,12 @@ class _Accumulator:
     sum_sq_norm: float = 0.0
     cos_sum: float = 0.0
     l0_hist: torch.Tensor = field(init=False)
-    fired: torch.Tensor = field(init=False)
+    fire_counts: torch.Tensor = field(init=False)
     k_hats: list[torch.Tensor] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.l0_hist = torch.zeros(self.n_latents + 1, dtype=torch.long)
-        self.fired = torch.zeros(self.n_latents, dtype=torch.bool)
+        self.fire_counts = torch.zeros(self.n_latents, dtype=torch.long)
 
     def add(self, x_BD, x_hat_BD, codes_BF, k_hat_B) -> None:
         x, x_hat = x_BD.double(), x_hat_BD.double()
@@ -46,7 +52,7 @@ class _Accumulator:
         self.cos_sum += torch.nn.functional.cosine_similarity(x, x_hat, dim=-1).sum().item()
         active_BF = codes_BF != 0
         self.l0_hist += torch.bincount(active_BF.sum(-1).cpu(), minlength=self.n_latents + 1)
-        self.fired |= active_BF.any(0).cpu()
+        self.fire_counts += active_BF.sum(0).cpu()
         if k_hat_B is not None:
             self.k_hats.append(k_hat_B.float().cpu())
 
@@ -67,12 +73,23 @@ class _Accumulator:
                 f"l0_p{p}": int(torch.searchsorted(cdf, torch.tensor(p / 100.0, dtype=cdf.dtype)))
                 for p in PERCENTILES
             },
-            "dead_latents": int((~self.fired).sum()),
-            "dead_frac": (~self.fired).float().mean().item(),
+            **latent_usage(self.fire_counts, self.n),
         }
         if self.k_hats:
             out.update(k_hat_summary(torch.cat(self.k_hats)))
         return out
+
+
+def latent_usage(fire_counts_F: torch.Tensor, n_rows: int) -> dict[str, float]:
+    """Dead, almost-dead and dense latent counts from per-latent firing counts over n_rows."""
+    freq_F = fire_counts_F.double() / max(1, n_rows)
+    dead_F = fire_counts_F == 0
+    return {
+        "dead_latents": int(dead_F.sum()),
+        "dead_frac": dead_F.float().mean().item(),
+        "almost_dead_latents": int(((freq_F < ALMOST_DEAD_FREQ) & ~dead_F).sum()),
+        "dense_latents": int((freq_F > DENSE_FREQ).sum()),
+    }
 
 
 def k_hat_summary(k_hat_N: torch.Tensor) -> dict[str, float]:
@@ -117,3 +134,29 @@ def evaluate(
     if set(groups) != {"all"}:
         result["groups"] = {name: acc.result() for name, acc in groups.items()}
     return result
+
+
+def run_data_description(run_dir) -> dict:
+    """The ``data`` block of a run's config.json (empty if the run has none)."""
+    import json
+    from pathlib import Path
+
+    path = Path(run_dir)
+    path = path.parent if path.suffix == ".safetensors" else path
+    try:
+        return json.loads((path / "config.json").read_text()).get("data") or {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def open_eval_source(run_dir, data, layer=None, tokens=None):
+    """The source over DATA a run is evaluated on: by default the layer and tokens it saw."""
+    from pathlib import Path
+
+    from softsae_vision.data.sources import open_source
+
+    trained_on = run_data_description(run_dir)
+    if Path(data).is_dir() and trained_on.get("kind") == "store":
+        layer = layer if layer is not None else trained_on.get("layer")
+        tokens = tokens or trained_on.get("tokens")
+    return open_source(data, layer=layer, tokens=tokens)
