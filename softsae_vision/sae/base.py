@@ -190,6 +190,12 @@ class BaseSAE(nn.Module):
         write_json_atomic(config_path, config)
         return out
 
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Upload weights, config and a model card to a Hub repo; see :func:`hub.push_to_hub`."""
+        from softsae_vision.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
 
 def _check_acts(x: Tensor, d_in: int) -> Tensor:
     if not isinstance(x, Tensor):
@@ -218,9 +224,16 @@ def geometric_median(points_ND: Tensor, iters: int = 100, tol: float = 1e-6) -> 
     return median_D.float()
 
 
-def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> BaseSAE:
-    """Load any saved SAE from a run directory or its ``sae.safetensors`` file."""
-    path = Path(path)
+def load_sae(
+    path: str | os.PathLike, device: str | torch.device = "cpu", format: str | None = None
+) -> BaseSAE:
+    """Load any saved SAE: a run directory or its weights file, ``hf://ORG/REPO[/SUBDIR][@REV]``,
+    or another toolkit's file (``format`` detected, or one of ``sae.importers.FORMATS``)."""
+    from softsae_vision.sae.importers import NATIVE, import_sae, resolve_source
+
+    path, fmt = resolve_source(path, format)
+    if fmt != NATIVE:
+        return import_sae(path, fmt)[0].to(device).eval()
     run_dir = path.parent if path.suffix == ".safetensors" else path
     weights, config_path = run_dir / WEIGHTS_FILE, run_dir / CONFIG_FILE
     if not config_path.is_file():
