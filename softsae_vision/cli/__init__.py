@@ -25,6 +25,8 @@ SUBCOMMANDS: dict[str, str] = {
     "complexity": "complexity",
     "report": "report",
     "demo": "demo",
+    "import": "import_",
+    "push": "push",
 }
 
 
@@ -61,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        if str(getattr(args, "run_dir", "")).startswith("hf:"):  # every RUN may be a Hub path
+            from softsae_vision.hub import resolve_run
+
+            args.run_dir = resolve_run(args.run_dir)
         return int(args.run(args) or 0)
     except SoftSAEError as err:
         print(f"softsae {args.command}: error: {err}", file=sys.stderr)

@@ -125,7 +125,7 @@ def _softsae(
         )
     norm_scale = torch.as_tensor(state.get("norm_factor", 1.0)).float().reshape(())
     shift = state.get("shift_factor")
-    info["alpha"] = float(torch.as_tensor(state.get("alpha", float("nan"))))
+    info["alpha"] = float(torch.as_tensor(state["alpha"])) if "alpha" in state else None
     return build_native(
         "softsae",
         hparams={
