@@ -105,12 +105,6 @@ def resolve_hub(text: str) -> Path:
     return local
 
 
-def resolve_run(path: str | os.PathLike) -> str:
-    """``path`` itself, or the local copy of a ``hf://`` run (what the CLI passes on)."""
-    text = os.fspath(path)
-    return str(resolve_hub(text)) if text.startswith("hf:") else text
-
-
 # --------------------------------------------------------------------------- model card
 def _final_metrics(run_dir: Path | None) -> dict[str, float]:
     if run_dir is None or not (run_dir / "metrics.jsonl").is_file():

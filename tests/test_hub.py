@@ -159,4 +159,7 @@ def test_cli_import_writes_a_native_run(tmp_path):
     x = torch.randn(5, D)
     assert torch.equal(load_sae(tmp_path / "run").encode(x), load_sae(tmp_path / "ae.pt").encode(x))
     assert main(["import", str(tmp_path / "ae.pt"), "--out", str(tmp_path / "run")]) == 2
+    # any command taking a RUN also reads the foreign file directly (imported on the fly)
+    np.save(tmp_path / "acts.npy", np.random.default_rng(0).normal(size=(32, D)).astype("float32"))
+    assert main(["eval", str(tmp_path / "ae.pt"), str(tmp_path / "acts.npy"), "--json"]) == 0
     shutil.rmtree(tmp_path / "run")

@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        if str(getattr(args, "run_dir", "")).startswith("hf:"):  # every RUN may be a Hub path
-            from softsae_vision.hub import resolve_run
+        if getattr(args, "run_dir", None):
+            from softsae_vision.sae.importers import as_run_dir  # hf:// and other toolkits' files
 
-            args.run_dir = resolve_run(args.run_dir)
+            args.run_dir = as_run_dir(args.run_dir)
         return int(args.run(args) or 0)
     except SoftSAEError as err:
         print(f"softsae {args.command}: error: {err}", file=sys.stderr)

@@ -99,3 +99,30 @@ def resolve_source(path: str | os.PathLike, format: str | None = None) -> tuple[
     if format is None and not local.exists():
         return local, NATIVE  # load_sae reports the missing run
     return local, format or detect_format(local)
+
+
+def as_run_dir(path: str | os.PathLike) -> str:
+    """A native run directory for ``path``: itself, the cached copy of a ``hf://`` run, or a
+    temporary run imported from another toolkit's file (removed when the process exits)."""
+    import atexit
+    import logging
+    import shutil
+    import tempfile
+
+    local, fmt = resolve_source(path)
+    if fmt == NATIVE:
+        return str(local)
+    sae, info = import_sae(local, fmt)
+    tmp = tempfile.mkdtemp(prefix="softsae-import-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    sae.save(
+        tmp,
+        extra_config={
+            "imported_from": {**info, "source": os.fspath(path)},
+            "data": {"kind": "imported"},
+        },
+    )
+    logging.getLogger(__name__).info(
+        "read %s as %s; `softsae import` writes a lasting run", os.fspath(path), info["format"]
+    )
+    return tmp
