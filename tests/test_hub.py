@@ -163,3 +163,20 @@ def test_cli_import_writes_a_native_run(tmp_path):
     np.save(tmp_path / "acts.npy", np.random.default_rng(0).normal(size=(32, D)).astype("float32"))
     assert main(["eval", str(tmp_path / "ae.pt"), str(tmp_path / "acts.npy"), "--json"]) == 0
     shutil.rmtree(tmp_path / "run")
+
+
+def test_cli_kmaps_reads_a_hub_run(tmp_path, offline_cache):
+    """The analysis commands (here kmaps) read hf:// runs through the same one resolver."""
+    from tests._fixtures_render import make_run, make_store
+
+    store = make_store(tmp_path / "fx")
+    run = make_run(tmp_path / "fx", store, "softsae", steps=10)
+    hf_cache(
+        offline_cache,
+        "org/tiny",
+        {f"soft/{n}": run / n for n in ("sae.safetensors", "config.json")},
+    )
+    out = tmp_path / "k"
+    args = ["kmaps", "hf://org/tiny/soft", str(store), "--out", str(out), "--no-progress"]
+    assert main([*args, "--n-grid", "2", "--n-single", "0", "--no-pdf"]) == 0
+    assert (out / "kmaps.json").is_file()
