@@ -116,7 +116,9 @@ def _final_metrics(run_dir: Path | None) -> dict[str, float]:
     return {k: v for k, v in last.items() if isinstance(v, (int, float))}
 
 
-def model_card(config: dict[str, Any], metrics: dict[str, float] | None = None) -> str:
+def model_card(
+    config: dict[str, Any], metrics: dict[str, float] | None = None, repo_id: str | None = None
+) -> str:
     """A Hub model card (README.md) describing an SAE run from its config and final metrics."""
     arch = config.get("architecture", "?")
     hp = config.get("hparams", {})
@@ -175,7 +177,7 @@ normalisation is part of the weights.
 ```python
 from softsae_vision import load_sae
 
-sae = load_sae("hf://<this repo>")
+sae = load_sae("hf://{repo_id or "ORG/REPO"}")
 codes = sae.encode(activations)  # (N, {config.get("d_in")}) -> (N, {config.get("n_latents")})
 ```
 
@@ -189,7 +191,7 @@ SoftSAE (arXiv:2605.06610):
 """
 
 
-def stage(sae_or_run: Any, folder: str | os.PathLike) -> Path:
+def stage(sae_or_run: Any, folder: str | os.PathLike, repo_id: str | None = None) -> Path:
     """Write the files of an upload (weights, config, README.md) into ``folder``."""
     from softsae_vision.sae.base import CONFIG_FILE, WEIGHTS_FILE, BaseSAE, load_sae
 
@@ -205,7 +207,7 @@ def stage(sae_or_run: Any, folder: str | os.PathLike) -> Path:
         for name in (WEIGHTS_FILE, CONFIG_FILE):
             shutil.copyfile(run_dir / name, folder / name)
     config = json.loads((folder / CONFIG_FILE).read_text())
-    (folder / "README.md").write_text(model_card(config, _final_metrics(run_dir)))
+    (folder / "README.md").write_text(model_card(config, _final_metrics(run_dir), repo_id))
     return folder
 
 
@@ -231,7 +233,7 @@ def push_to_hub(
 
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="softsae-push-") as tmp:
-        folder = stage(sae_or_run, tmp)
+        folder = stage(sae_or_run, tmp, repo_id)
         try:
             api.create_repo(repo_id, private=private, exist_ok=True)
             info = api.upload_folder(

@@ -100,7 +100,7 @@ def test_missing_subdir(trained, tmp_path, offline_cache):
 
 def test_model_card_and_staged_files(trained, tmp_path):
     _, run = trained
-    staged = stage(run, tmp_path / "staged")
+    staged = stage(run, tmp_path / "staged", repo_id="org/vit-saes")
     assert sorted(p.name for p in staged.iterdir()) == [
         "README.md",
         "config.json",
@@ -115,6 +115,7 @@ def test_model_card_and_staged_files(trained, tmp_path):
         "| fvu | 0.25 |",
         "arXiv:2605.06610",
         "library_name: softsae-vision",
+        'load_sae("hf://org/vit-saes")',
     ):
         assert needle in card, needle
     assert "No training metrics" in model_card({"architecture": "relu", "hparams": {}})
