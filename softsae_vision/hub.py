@@ -22,7 +22,7 @@ from softsae_vision.errors import SoftSAEError
 SCHEME = "hf://"
 CITATION = """@article{stepien2026softsae,
   title   = {SoftSAE: Dynamic Top-K Selection for Adaptive Sparse Autoencoders},
-  author  = {St\\k{e}pie\\'n, Piotr and Mazur, Marcin and Tabor, Jacek and Spurek, Przemys{\\l}aw},
+  author  = {St{\\k{e}}pie{\\'n} and Mazur and Tabor and Spurek},
   journal = {arXiv preprint arXiv:2605.06610},
   year    = {2026}
 }"""
