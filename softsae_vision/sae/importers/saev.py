@@ -49,6 +49,8 @@ def activation_of(header: dict[str, Any]) -> tuple[str, int | None]:
     """(activation class name, top_k) from any saev header schema (none, 1A, 1B, 2)."""
     if "schema" not in header:
         return "Relu", None
+    if int(header["schema"]) > 2:
+        raise SoftSAEError(f"saev header schema {header['schema']} is newer than this importer")
     cfg = header.get("cfg", {})
     cls_name = header.get("cls", "SparseAutoencoderConfig")
     if cls_name in ("Relu", "TopK", "BatchTopK"):
@@ -56,8 +58,6 @@ def activation_of(header: dict[str, Any]) -> tuple[str, int | None]:
     act = cfg.get("activation")
     if isinstance(act, dict):
         return act.get("cls", "Relu"), (act.get("params") or {}).get("top_k")
-    if int(header["schema"]) > 2:
-        raise SoftSAEError(f"saev header schema {header['schema']} is newer than this importer")
     return "Relu", None
 
 
