@@ -206,6 +206,17 @@ def test_saelens_batchtopk_saved_as_jumprelu(tmp_path):
     assert torch.allclose(sae(x).x_hat, f_ref @ sd["W_dec"] + sd["b_dec"], atol=1e-5)
 
 
+def test_saelens_batchtopk_training_save_keeps_k(tmp_path):
+    sd, cfg = _saelens(tmp_path, "batchtopk", k=K)
+    sd["topk_threshold"] = torch.tensor(0.05, dtype=torch.float64)
+    _write_folder(tmp_path / "sae", cfg, sd)
+    sae = load_sae(tmp_path / "sae")
+    x = torch.randn(40, D)
+    hidden = _saelens_hidden(sd, cfg, x)
+    assert isinstance(sae, BatchTopKSAE) and sae.k == K
+    assert torch.allclose(sae.encode(x), F.relu(hidden) * (hidden > 0.05), atol=1e-5)
+
+
 def test_saelens_per_latent_jumprelu_and_layer_norm_are_refused(tmp_path):
     sd, cfg = _saelens(tmp_path, "jumprelu")
     sd["threshold"] = torch.rand(NF)
