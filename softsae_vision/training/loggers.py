@@ -1,6 +1,6 @@
 """Optional metric sinks: TensorBoard and Weights & Biases, fed the lines of ``metrics.jsonl``.
 
-The trainer writes every logged step to ``metrics.jsonl``; with ``log=("tensorboard",)`` (CLI:
+The trainer writes every logged step to ``metrics.jsonl``; with ``log_to=("tensorboard",)`` (CLI:
 ``--log tensorboard``) or ``"wandb"`` the same ``{name: value}`` dict also goes to those tools.
 Both are off by default and optional: asking for one that is not installed is a one-line
 :class:`SoftSAEError` naming the package to install, raised before training starts.

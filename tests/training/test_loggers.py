@@ -58,3 +58,62 @@ def test_wandb_sink_logs_each_step(tmp_path, monkeypatch):
     close_sinks(sinks)
     assert calls[0][0] == "init" and calls[0][1]["config"] == {"arch": "softsae"}
     assert calls[1] == ("log", 3, {"train/loss": 0.25}) and calls[2] == ("finish",)
+
+
+def test_training_streams_metrics_jsonl_to_tensorboard(tmp_path):
+    """The sink gets exactly the lines of metrics.jsonl (same steps, same values)."""
+    pytest.importorskip("tensorboard")
+    import json
+
+    import torch
+
+    from softsae_vision import TopKSAE, TrainConfig, train
+
+    cfg = TrainConfig(steps=12, batch_size=64, log_every=5, device="cpu")
+    run = tmp_path / "run"
+    train(
+        TopKSAE(8, 16, k=2),
+        torch.randn(512, 8),
+        cfg,
+        run_dir=run,
+        progress=False,
+        log_to=["tensorboard"],
+    )
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    scalars = _tb_scalars(run / "tensorboard")
+    assert [s for s, _ in scalars["train/loss"]] == [line["step"] for line in lines]
+    assert [v for _, v in scalars["train/loss"]] == pytest.approx([x["loss"] for x in lines])
+
+
+def test_cli_log_flag(tmp_path, capsys):
+    import numpy as np
+
+    from softsae_vision.cli import main
+
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).normal(size=(256, 8)).astype("float32"))
+    args = [
+        "train",
+        str(tmp_path / "a.npy"),
+        "--out",
+        str(tmp_path / "run"),
+        "--arch",
+        "topk",
+        "--k",
+        "2",
+        "--n-latents",
+        "16",
+        "--steps",
+        "3",
+        "--batch-size",
+        "32",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+    if importlib.util.find_spec("wandb") is None:
+        assert main([*args, "--log", "wandb"]) == 2
+        assert "pip install wandb" in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()  # refused before anything was written
+    if importlib.util.find_spec("tensorboard") is not None:
+        assert main([*args, "--log", "tensorboard"]) == 0
+        assert any((tmp_path / "run" / "tensorboard").iterdir())
