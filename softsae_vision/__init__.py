@@ -20,11 +20,11 @@ _LAZY = {
     "load_backbone": "softsae_vision.backbones",
     "open_store": "softsae_vision.data.store",
     "StoreSource": "softsae_vision.data.store_source",
+    **dict.fromkeys(["feature_maps", "k_maps", "model_views", "overlay"], "softsae_vision.maps"),
     **dict.fromkeys(
         [
             "top_activations",
             "TopActivations",
-            "k_maps",
             "KMaps",
             "complexity_measures",
             "patch_complexity",

@@ -28,6 +28,8 @@ SUBCOMMANDS: dict[str, str] = {
     "compare": "compare",
     "downstream": "downstream",
     "name": "name",
+    "import": "import_",
+    "push": "push",
 }
 
 
@@ -64,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        if getattr(args, "run_dir", None):
+            from softsae_vision.sae.importers import as_run_dir  # hf:// and other toolkits' files
+
+            args.run_dir = as_run_dir(args.run_dir)
         return int(args.run(args) or 0)
     except SoftSAEError as err:
         print(f"softsae {args.command}: error: {err}", file=sys.stderr)

@@ -113,6 +113,14 @@ def add_parser(sub, name: str) -> None:
         "is not a terminal)",
     )
     p.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    p.add_argument(
+        "--log",
+        action="append",
+        default=[],
+        choices=("tensorboard", "wandb"),
+        help="also send the metrics.jsonl lines to TensorBoard (RUN/tensorboard) or Weights & "
+        "Biases; repeat for both (off by default; needs the package)",
+    )
     p.set_defaults(run=run)
 
 
@@ -203,7 +211,13 @@ def run(args: argparse.Namespace) -> int:
     source = open_source(args.data, layer=args.layer, tokens=args.tokens)
     sae = build_sae(args, source.d)
     result = train(
-        sae, source, cfg, run_dir=args.out, resume=args.resume, progress=not args.no_progress
+        sae,
+        source,
+        cfg,
+        run_dir=args.out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        log_to=args.log,
     )
     fields = summary(args.arch, result.final_metrics, aux_used=cfg.aux_coeff > 0)
     if args.json:

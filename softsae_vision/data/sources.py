@@ -15,6 +15,10 @@ def open_source(
 ) -> ActivationSource:
     """An :class:`ActivationSource` over a ``.npy`` file (N, d) or a store directory."""
     path = Path(data)
+    from softsae_vision.data.foreign import foreign_source  # saev shards, MSAE memmaps
+
+    if (found := foreign_source(path, layer, tokens)) is not None:
+        return found
     if path.is_dir():
         from softsae_vision.data.store_source import StoreSource
 

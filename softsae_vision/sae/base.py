@@ -194,6 +194,12 @@ class BaseSAE(nn.Module):
         write_json_atomic(config_path, config)
         return out
 
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Upload weights, config and a model card to a Hub repo; see :func:`hub.push_to_hub`."""
+        from softsae_vision.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
 
 def _check_acts(x: Tensor, d_in: int) -> Tensor:
     if not isinstance(x, Tensor):
@@ -278,12 +284,19 @@ def _check_config(config: dict[str, Any], config_path: Path) -> tuple[str, int, 
     return config["architecture"], config["d_in"], config["n_latents"], hparams
 
 
-def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> BaseSAE:
-    """Load any saved SAE from a run directory or its ``sae.safetensors`` file.
+def load_sae(
+    path: str | os.PathLike, device: str | torch.device = "cpu", format: str | None = None
+) -> BaseSAE:
+    """Load any saved SAE: a run directory or its weights file, ``hf://ORG/REPO[/SUBDIR][@REV]``,
+    or another toolkit's file (``format`` detected, or one of ``sae.importers.FORMATS``).
 
     Every malformed or inconsistent file gives one SoftSAEError naming the file and the fix.
     """
-    path = Path(path)
+    from softsae_vision.sae.importers import NATIVE, import_sae, resolve_source
+
+    path, fmt = resolve_source(path, format)
+    if fmt != NATIVE:
+        return import_sae(path, fmt)[0].to(device).eval()
     run_dir = path.parent if path.suffix == ".safetensors" else path
     weights, config_path = run_dir / WEIGHTS_FILE, run_dir / CONFIG_FILE
     not_a_run = (

@@ -40,6 +40,7 @@ from softsae_vision.sae.soft import SoftSAE
 from softsae_vision.training import schedules
 from softsae_vision.training.config import TrainConfig
 from softsae_vision.training.evaluate import k_hat_summary
+from softsae_vision.training.loggers import check_available, close_sinks, open_sinks
 from softsae_vision.training.losses import auxk_loss, squared_error
 from softsae_vision.training.run_dir import (
     CHECKPOINT_FILE,
@@ -396,6 +397,7 @@ def train(
     run_dir: str | os.PathLike | None = None,
     resume: bool = False,
     progress: bool = True,
+    log_to: Iterable[str] = (),
 ) -> TrainResult:
     """Train ``sae`` on ``data`` (a source, an (N, d) array, or any iterable of (B, d) batches).
 
@@ -403,9 +405,11 @@ def train(
     an interrupted run from its last checkpoint (with the same settings), and on a finished run
     loads its weights into ``sae`` and returns at once (``already_complete``). ``progress``
     shows a bar when stderr is a terminal, else logs a progress line now and then. Ctrl-C in
-    the main thread writes a checkpoint and raises KeyboardInterrupt. Returns the trained SAE
+    the main thread writes a checkpoint and raises KeyboardInterrupt. ``log_to`` names sinks
+    ("tensorboard", "wandb") that also receive each metrics.jsonl line. Returns the trained SAE
     and the final metrics.
     """
+    log_to = check_available(list(log_to))
     t0 = time.monotonic()
     cfg = cfg or TrainConfig()
     source = as_source(data)
@@ -416,14 +420,14 @@ def train(
         {"status": "running", "data": source.describe(), "training": cfg.to_dict()}
     )
     if run_dir is None:
-        return _train(sae, source, cfg, device, None, RunStart(config=config), progress, t0)
+        return _train(sae, source, cfg, device, None, RunStart(config=config), progress, t0, log_to)
     run_path = Path(run_dir)
     with folder_lock(run_path, "training run"):
         start = prepare_run_dir(run_path, resume, config)
         if start.complete:
             sae.load_state_dict(load_sae(run_path).state_dict())
             return TrainResult(sae.eval(), run_path, _last_metrics(run_path), already_complete=True)
-        return _train(sae, source, cfg, device, run_path, start, progress, t0)
+        return _train(sae, source, cfg, device, run_path, start, progress, t0, log_to)
 
 
 def _train(
@@ -435,6 +439,7 @@ def _train(
     start: RunStart,
     progress: bool,
     t0: float,
+    log_to: tuple[str, ...] = (),
 ) -> TrainResult:
     torch.manual_seed(cfg.seed)
     trainer = Trainer(sae, cfg, device)
@@ -458,6 +463,7 @@ def _train(
     stats: dict[str, Any] = {}
     bar = _Progress(cfg.steps, trainer.step, progress)
     stop = _StopOnSigint(active=run_path is not None)
+    sinks = open_sinks(log_to, run_path, start.config)  # TensorBoard / W&B: the same lines
     try:
         sae.train()
         with stop:
@@ -485,6 +491,8 @@ def _train(
                 if at_log and run_path is not None:
                     metrics_file.write(json.dumps({"step": step, **stats}) + "\n")
                     metrics_file.flush()
+                for sink in sinks if at_log else ():
+                    sink.log(step, stats)
                 bar.update(trainer.step, stats if at_log else None)
                 if at_ckpt:
                     save_checkpoint(run_path, trainer.state_dict())
@@ -505,6 +513,7 @@ def _train(
         sae.eval()
         if run_path is not None:
             metrics_file.close()
+        close_sinks(sinks)
     trainer.calibrate(calib_rows)
     bad = trainer.nonfinite(check_weights=True)
     if bad is not None:
