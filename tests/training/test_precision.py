@@ -1,0 +1,42 @@
+"""Precision settings: resolution per device and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import softsae_vision.training.precision as precision
+from softsae_vision.errors import SoftSAEError
+from softsae_vision.training import TrainConfig
+from softsae_vision.training.precision import autocast, matmul_precision, resolve_precision
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def test_auto_is_bf16_on_cuda_and_fp32_on_cpu():
+    assert resolve_precision("auto", CUDA) == "bf16"
+    assert resolve_precision("auto", CPU) == "fp32"
+    assert resolve_precision("tf32", CUDA) == "tf32"
+
+
+def test_bad_settings_give_one_line_errors(monkeypatch):
+    with pytest.raises(SoftSAEError, match="tf32 needs a CUDA device"):
+        resolve_precision("tf32", CPU)
+    with pytest.raises(SoftSAEError, match="precision"):
+        TrainConfig(precision="fp16")
+    monkeypatch.setattr(precision, "_CPU_BF16", False)
+    with pytest.raises(SoftSAEError, match="cannot run bf16") as err:
+        resolve_precision("bf16", CPU)
+    assert "\n" not in str(err.value)
+
+
+def test_autocast_region_and_tf32_switch_restore():
+    a = torch.randn(4, 4)
+    with autocast("bf16", CPU):
+        assert (a @ a).dtype == torch.bfloat16
+    with autocast("fp32", CPU):
+        assert (a @ a).dtype == torch.float32
+    before = torch.get_float32_matmul_precision()
+    with matmul_precision("tf32"):
+        assert torch.get_float32_matmul_precision() == "high"
+    assert torch.get_float32_matmul_precision() == before
