@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "complexity": "complexity",
     "report": "report",
     "demo": "demo",
+    "sweep": "sweep",
 }
 
 

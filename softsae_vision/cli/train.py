@@ -31,6 +31,12 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--lr", type=float, default=6e-4, help="peak learning rate")
     p.add_argument("--seed", type=int, default=0, help="seed for init and data order")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "tf32", "bf16"),
+        help="auto (bf16 autocast on CUDA, fp32 elsewhere), fp32, tf32 (CUDA) or bf16",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     add_store_args(
         p,
@@ -83,22 +89,30 @@ def build_sae(args: argparse.Namespace, d_in: int):
     return SAE_REGISTRY[args.arch](d_in, args.n_latents, **kwargs)
 
 
-def run(args: argparse.Namespace) -> int:
-    from softsae_vision.data.sources import open_source
-    from softsae_vision.training import TrainConfig, train
+def build_config(args: argparse.Namespace):
+    """The TrainConfig the CLI flags describe (shared by train and sweep)."""
+    from softsae_vision.training import TrainConfig
 
-    source = open_source(args.data, layer=args.layer, tokens=args.tokens)
-    sae = build_sae(args, source.d)
-    cfg = TrainConfig(
+    return TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
         device=args.device,
+        precision=args.precision,
         alpha=args.alpha,
         alpha_start=args.alpha_start,
         hard_frac=args.hard_frac,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from softsae_vision.data.sources import open_source
+    from softsae_vision.training import train
+
+    source = open_source(args.data, layer=args.layer, tokens=args.tokens)
+    sae = build_sae(args, source.d)
+    cfg = build_config(args)
     result = train(
         sae, source, cfg, run_dir=args.out, resume=args.resume, progress=not args.no_progress
     )

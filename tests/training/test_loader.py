@@ -64,3 +64,12 @@ def test_source_errors_reach_the_consumer_and_threads_stop():
     next(endless)
     endless.close()
     assert threading.active_count() == before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_batches_are_pinned_sent_as_fp16_and_cast_on_the_device():
+    src = _Raw()
+    with Prefetcher(source_stream(src, 10, 0, 0), torch.device("cuda"), 2) as loader:
+        batch = next(loader)
+    assert batch.is_cuda and batch.dtype == torch.float32
+    assert torch.equal(batch.cpu(), torch.from_numpy(src.data[:10]).float())
