@@ -42,18 +42,21 @@ def _device_name(dev: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
-def _train(dev, precision, gpu: bool) -> dict:
+def _train(dev, precision, gpu: bool, quick: bool) -> dict:
     from bench_store_loader import train_rates, write_store
 
     work = Path(tempfile.mkdtemp(prefix="bench_gpu_"))
     try:
         d, images = (768, 2000) if gpu else (384, 400)
+        latents, batch = (16384, 8192) if gpu else (4096, 4096)
+        if quick:
+            d, images, latents, batch = 64, 40, 256, 512
         write_store(work / "store", images, d, 14)
         return train_rates(
             work / "store",
             ("topk", "softsae", "softsae_lean"),
-            latents=16384 if gpu else 4096,
-            batch_size=8192 if gpu else 4096,
+            latents=latents,
+            batch_size=batch,
             steps=20 if gpu else 4,
             repeats=3 if gpu else 2,
             device=str(dev),
@@ -63,10 +66,12 @@ def _train(dev, precision, gpu: bool) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _soft_topk(dev, gpu: bool) -> list:
+def _soft_topk(dev, gpu: bool, quick: bool) -> list:
     from bench_soft_topk import DISTS, K_RANGES, measure
 
     shapes = [(4096, 16384), (8192, 65536)] if gpu else [(1024, 16384)]
+    if quick:
+        shapes = [(64, 2048)]
     out = []
     for batch, features in shapes:
         args = argparse.Namespace(
@@ -84,22 +89,31 @@ def _soft_topk(dev, gpu: bool) -> list:
     return out
 
 
-def _step(dev, precision, gpu: bool) -> list:
+def _step(dev, precision, gpu: bool, quick: bool) -> list:
     from bench_train_step import step_times
 
     shapes = [(768, 16384, 8192)] if gpu else [(512, 4096, 2048), (768, 16384, 512)]
+    if quick:
+        shapes = [(64, 512, 256)]
     return [
         step_times(d, f, b, repeats=7 if gpu else 3, device=str(dev), precision=precision)
         for d, f, b in shapes
     ]
 
 
-def _extract(dev, gpu: bool) -> dict:
+def _extract(dev, gpu: bool, quick: bool) -> dict:
     from bench_extract import extract_rates
 
     model = "timm/vit_base_patch16_224" if gpu else "timm/vit_small_patch16_224"
+    if quick:
+        model = "timm/test_vit"
+    images, batch = (512, 64) if gpu else (48, 16)
     return extract_rates(
-        model, images=512 if gpu else 48, batch_size=64 if gpu else 16, repeats=2, device=str(dev)
+        model,
+        images=8 if quick else images,
+        batch_size=4 if quick else batch,
+        repeats=1,
+        device=str(dev),
     )
 
 
@@ -109,6 +123,7 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "tf32", "bf16"))
     ap.add_argument("--skip", default="", help=f"comma-separated sections: {', '.join(SECTIONS)}")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    ap.add_argument("--quick", action="store_true", help="tiny shapes: a smoke test of the script")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -123,12 +138,13 @@ def main() -> None:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "precision": precision,
+        "quick": args.quick,
     }
     runs = {
-        "train": lambda: _train(dev, precision, gpu),
-        "soft_topk": lambda: _soft_topk(dev, gpu),
-        "step": lambda: _step(dev, precision, gpu),
-        "extract": lambda: _extract(dev, gpu),
+        "train": lambda: _train(dev, precision, gpu, args.quick),
+        "soft_topk": lambda: _soft_topk(dev, gpu, args.quick),
+        "step": lambda: _step(dev, precision, gpu, args.quick),
+        "extract": lambda: _extract(dev, gpu, args.quick),
     }
     for name, fn in runs.items():
         if name in skip:
