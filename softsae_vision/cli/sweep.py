@@ -65,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
         raise SoftSAEError(
             f"--arch: unknown architecture(s) {', '.join(bad)}; use {', '.join(train_cli.ARCHES)}"
         )
+    rules = dict(train_cli.NUMBER_RULES)
+    k_rule = {"k": rules.pop("k")}
+    train_cli.check_numbers(args, rules)
+    for k in args.k:
+        train_cli.check_numbers(argparse.Namespace(k=k), k_rule)
     source = open_source(args.data, layer=args.layer, tokens=args.tokens)
     saes = {}
     for arch in dict.fromkeys(args.arch):
@@ -80,8 +85,14 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.no_progress,
     )
+    cfg = train_cli.build_config(args)
     for name, result in results.items():
-        summary = {k: round(v, 5) for k, v in result.final_metrics.items() if k != "phase"}
-        print(f"{name}: saved to {result.run_dir}")
-        print(json.dumps(summary))
+        arch = saes[name].architecture
+        fields = train_cli.summary(arch, result.final_metrics, aux_used=cfg.aux_coeff > 0)
+        if args.json:
+            print(json.dumps({"run": str(result.run_dir), "steps_run": result.steps_run, **fields}))
+        elif result.already_complete:
+            print(f"{result.run_dir} is already complete; nothing to do")
+        else:
+            print(train_cli.format_summary(arch, str(result.run_dir), result, fields))
     return 0

@@ -40,3 +40,17 @@ def test_autocast_region_and_tf32_switch_restore():
     with matmul_precision("tf32"):
         assert torch.get_float32_matmul_precision() == "high"
     assert torch.get_float32_matmul_precision() == before
+
+
+def test_cli_rejects_tf32_on_cpu_with_one_line(tmp_path, capsys):
+    import numpy as np
+
+    from softsae_vision.cli import main
+
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).standard_normal((300, 8), np.float32))
+    argv = ["train", str(tmp_path / "a.npy"), "--out", str(tmp_path / "r"), "--arch", "topk"]
+    argv += ["--k", "2", "--n-latents", "16", "--device", "cpu", "--precision", "tf32"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "tf32 needs a CUDA device" in err and "\n" not in err
+    assert not (tmp_path / "r").exists()
