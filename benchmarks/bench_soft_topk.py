@@ -4,8 +4,15 @@
 
 Measures in one process, interleaved, medians: hard_topk fwd+bwd, soft_topk fwd+bwd, a full
 row sort (for scale) and soft_topk with the fast candidate path off (the full-sort path).
-Latents: ReLU(N(0, σ_f²)) with a per-feature scale σ_f log-uniform in [0.02, 0.6] (about
-half exact zeros, positives of order 0.01-1); k per row uniform in [k_lo, k_hi].
+k per row uniform in [k_lo, k_hi]. Latent distributions (--dist):
+
+- loguniform: ReLU(N(0, σ_f²)), per-feature σ_f log-uniform in [0.02, 0.6] (~half zeros)
+- equal: |N(0, 0.2²)|, every feature on the same scale (no zeros)
+- heavy: |Student-t(2)| · 0.05 (heavy tails, no zeros)
+- zeros: loguniform with 80 % of the entries set to exact zeros
+
+``--all`` runs every distribution with k in 8-64 and 64-128 and prints one JSON object.
+``--planner fixed`` times the fixed-shape plan (the one used off the CPU) instead.
 """
 
 from __future__ import annotations
@@ -17,16 +24,65 @@ import os
 import torch
 from _common import emit_json, time_interleaved
 
+from softsae_vision.devices import resolve_device
 from softsae_vision.ops import hard_topk, soft_topk
-from softsae_vision.ops._soft_topk_plan import FAST_ENV, plan_rows
+from softsae_vision.ops._soft_topk_plan import FAST_ENV, PATH_ENV, plan_rows
+
+DISTS = ("loguniform", "equal", "heavy", "zeros")
+K_RANGES = ((8.0, 64.0), (64.0, 128.0))
 
 
-def make_latents(batch: int, features: int, seed: int) -> torch.Tensor:
-    """SAE-like post-ReLU latents (B, F), float32."""
+def make_latents(batch: int, features: int, seed: int, dist: str = "loguniform") -> torch.Tensor:
+    """SAE-like latents (B, F), float32, from one of DISTS."""
     g = torch.Generator().manual_seed(seed)
+    if dist == "equal":
+        return torch.randn(batch, features, generator=g).abs_().mul_(0.2)
+    if dist == "heavy":
+        t = torch.distributions.StudentT(2.0).sample((batch, features))
+        return t.abs_().mul_(0.05)
     log_sigma_F = torch.empty(features).uniform_(math.log(0.02), math.log(0.6), generator=g)
-    pre_BF = torch.randn(batch, features, generator=g) * log_sigma_F.exp()
-    return torch.relu(pre_BF)
+    pre_BF = torch.relu(torch.randn(batch, features, generator=g) * log_sigma_F.exp())
+    if dist == "zeros":
+        pre_BF[torch.rand(batch, features, generator=g) < 0.8] = 0.0
+    return pre_BF
+
+
+def measure(args, dist: str, k_lo: float, k_hi: float, device: torch.device) -> dict:
+    """Times and ratios for one distribution and k range."""
+    torch.manual_seed(args.seed)
+    x_BF = make_latents(args.batch, args.features, args.seed, dist).to(device)
+    x_BF.requires_grad_(True)
+    g = torch.Generator().manual_seed(args.seed + 1)
+    k_B = torch.empty(args.batch).uniform_(k_lo, k_hi, generator=g).to(device)
+    k_B.requires_grad_(True)
+    k_int_B = k_B.detach().floor().long()
+    grad_out_BF = torch.randn(args.batch, args.features, generator=g).to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def hard() -> None:
+        out = hard_topk(x_BF, k_int_B, k_max=int(k_hi), validate=False)
+        torch.autograd.grad(out, [x_BF], grad_out_BF)
+        sync()
+
+    def soft() -> None:
+        p = soft_topk(x_BF, k_B, args.alpha, k_max=k_hi, validate=False)
+        torch.autograd.grad(p, [x_BF, k_B], grad_out_BF)
+        sync()
+
+    def sort_only() -> None:
+        torch.sort(x_BF.detach(), dim=1, descending=True)
+        sync()
+
+    t = time_interleaved(
+        {"hard": hard, "soft": soft, "sort": sort_only}, repeats=args.repeats, warmup=1
+    )
+    return {
+        "dist": dist,
+        "k_range": [k_lo, k_hi],
+        "zero_fraction": round(float((x_BF == 0).float().mean()), 3),
+        "ms": {name: round(sec * 1e3, 2) for name, sec in t.items()},
+        "soft/hard": round(t["soft"] / t["hard"], 3),
+    }
 
 
 def main() -> None:
@@ -39,10 +95,36 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    ap.add_argument("--dist", default="loguniform", choices=DISTS)
+    ap.add_argument("--planner", default="auto", choices=("auto", "adaptive", "fixed"))
+    ap.add_argument("--all", action="store_true", help="every distribution and k range")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    os.environ[PATH_ENV] = args.planner
+    device = resolve_device(args.device)
+    if args.all or device.type != "cpu":
+        cases = [measure(args, d, lo, hi, device) for d in DISTS for lo, hi in K_RANGES]
+        if not args.all:
+            cases = [c for c in cases if c["dist"] == args.dist]
+        emit_json(
+            {
+                "benchmark": "soft_topk",
+                "device": str(device),
+                "planner": args.planner,
+                "batch": args.batch,
+                "features": args.features,
+                "alpha": args.alpha,
+                "threads": torch.get_num_threads(),
+                "repeats": args.repeats,
+                "cases": cases,
+                "worst_soft/hard": max(c["soft/hard"] for c in cases),
+                "target": 2.0,
+            }
+        )
+        return
 
-    x_BF = make_latents(args.batch, args.features, args.seed).requires_grad_(True)
+    x_BF = make_latents(args.batch, args.features, args.seed, args.dist).requires_grad_(True)
     g = torch.Generator().manual_seed(args.seed + 1)
     k_B = torch.empty(args.batch).uniform_(args.k_lo, args.k_hi, generator=g)
     k_B.requires_grad_(True)
@@ -85,6 +167,7 @@ def main() -> None:
             "k_range": [args.k_lo, args.k_hi],
             "dtype": "float32",
             "device": "cpu",
+            "dist": args.dist,
             "threads": torch.get_num_threads(),
             "repeats": args.repeats,
             "zero_fraction": float((x_BF == 0).float().mean()),

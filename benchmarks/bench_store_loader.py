@@ -8,6 +8,11 @@ reads from the memory map, token shuffling, fp16 -> fp32 conversion. Each repeat
 stream at a different batch index (the resume path), so window loads are included. The store
 was just written, so it is read from the page cache: the figure is the loader's own cost, not
 the disk's. Target: >= 50k tokens/s on 2 cores.
+
+``--train`` measures instead what the loader is for: training from the store against training
+on the same rows held in memory (an in-memory source), tokens/s of whole optimiser steps
+through ``train()`` (read-ahead on), per architecture. Per-step time is taken from two runs of
+N and 2N steps (their difference), so set-up is left out. Target: store >= 0.9x in memory.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ import torch
 from _common import emit_json, time_interleaved
 
 from softsae_vision.backbones import Preprocess, TokenLayout
+from softsae_vision.data.arrays import ArraySource
 from softsae_vision.data.store import ImageRecord, StoreWriter, new_meta
 from softsae_vision.data.store_source import StoreSource
+from softsae_vision.devices import resolve_device
 
 
 def write_store(path: Path, n_images: int, d: int, grid: int, seed: int = 0) -> None:
@@ -52,6 +59,64 @@ def write_store(path: Path, n_images: int, d: int, grid: int, seed: int = 0) -> 
     writer.finalize()
 
 
+def _make_sae(arch: str, d: int, latents: int, k: int):
+    from softsae_vision.sae import SoftSAE, TopKSAE
+
+    if arch == "topk":
+        return TopKSAE(d, latents, k=k)
+    return SoftSAE(d, latents, k=k, estimator="lean" if arch == "softsae_lean" else "paper")
+
+
+def train_rates(
+    store_path: Path,
+    archs: tuple[str, ...] = ("topk",),
+    latents: int = 4096,
+    k: int = 32,
+    batch_size: int = 4096,
+    steps: int = 8,
+    repeats: int = 3,
+    device: str = "cpu",
+    precision: str = "auto",
+) -> dict:
+    """Tokens/s of train() from the store and from the same rows in memory, per architecture."""
+    from softsae_vision.training import TrainConfig, train
+
+    dev = resolve_device(device)
+    store = StoreSource(store_path, layer=11, tokens="patch")
+    memory_rows = torch.cat([b for _, b in store.iter_eval(1 << 16)])
+    memory = ArraySource(memory_rows)
+    d = store.d
+
+    def run(arch: str, source, n_steps: int) -> None:
+        cfg = TrainConfig(
+            steps=n_steps,
+            batch_size=batch_size,
+            device=str(dev),
+            precision=precision,
+            norm_sample=4096,
+            log_every=10**9,
+            hard_frac=0.0,
+        )
+        train(_make_sae(arch, d, latents, k), source, cfg, progress=False)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    out = {}
+    for arch in archs:
+        fns = {}
+        for name, src in (("store", store), ("memory", memory)):
+            for mult in (1, 2):
+                fns[f"{name}_{mult}"] = lambda a=arch, s=src, m=mult: run(a, s, m * steps)
+        t = time_interleaved(fns, repeats, warmup=1)
+        per_step = {n: max(1e-9, (t[f"{n}_2"] - t[f"{n}_1"]) / steps) for n in ("store", "memory")}
+        out[arch] = {
+            "store_tokens_per_s": round(batch_size / per_step["store"]),
+            "memory_tokens_per_s": round(batch_size / per_step["memory"]),
+            "ratio_store_to_memory": round(per_step["memory"] / per_step["store"], 3),
+        }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=1500)
@@ -61,20 +126,57 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=60, help="batches per timed repeat")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    ap.add_argument("--train", action="store_true", help="store -> train vs in memory")
+    ap.add_argument("--arch", default="topk", help="with --train: topk,softsae,softsae_lean")
+    ap.add_argument("--latents", type=int, default=4096)
+    ap.add_argument("--steps", type=int, default=8, help="with --train: N (runs N and 2N)")
+    ap.add_argument("--precision", default="auto")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     work = Path(tempfile.mkdtemp(prefix="bench_store_"))
     try:
         write_store(work / "store", args.images, args.d, args.grid)
+        if args.train:
+            rates = train_rates(
+                work / "store",
+                tuple(args.arch.split(",")),
+                args.latents,
+                32,
+                args.batch_size,
+                args.steps,
+                args.repeats,
+                args.device,
+                args.precision,
+            )
+            emit_json(
+                {
+                    "benchmark": "store_to_train",
+                    "device": args.device,
+                    "images": args.images,
+                    "d": args.d,
+                    "latents": args.latents,
+                    "batch_size": args.batch_size,
+                    "threads": args.threads,
+                    "archs": rates,
+                    "target_ratio": 0.9,
+                }
+            )
+            return
         source = StoreSource(work / "store", layer=11, tokens="patch")
         starts = itertools.count(0, args.batches)
+
+        dev = resolve_device(args.device)
 
         def stream() -> None:
             for batch in itertools.islice(
                 source.batches(args.batch_size, seed=0, start=next(starts)), args.batches
             ):
+                batch = batch.to(dev, non_blocking=True)
                 assert batch.dtype == torch.float32
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
 
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         seconds = time_interleaved({"stream": stream}, args.repeats, warmup=1)["stream"]

@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, str] = {
     "name": "name",
     "import": "import_",
     "push": "push",
+    "sweep": "sweep",
 }
 
 

@@ -75,6 +75,12 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--lr", type=float, default=6e-4, help="peak learning rate")
     p.add_argument("--seed", type=int, default=0, help="seed for init and data order (0..2³²-1)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "tf32", "bf16"),
+        help="auto (bf16 autocast on CUDA, fp32 elsewhere), fp32, tf32 (CUDA) or bf16",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument(
         "--checkpoint-every",
@@ -192,22 +198,30 @@ def format_summary(arch: str, out: str, result, fields: dict) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    check_numbers(args, NUMBER_RULES)
-    from softsae_vision.data.sources import open_source
-    from softsae_vision.training import TrainConfig, train
+def build_config(args: argparse.Namespace):
+    """The TrainConfig the CLI flags describe (shared by train and sweep)."""
+    from softsae_vision.training import TrainConfig
 
-    cfg = TrainConfig(
+    return TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
         device=args.device,
+        precision=args.precision,
         alpha=args.alpha,
         alpha_start=args.alpha_start,
         hard_frac=args.hard_frac,
         checkpoint_every=args.checkpoint_every,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    check_numbers(args, NUMBER_RULES)
+    from softsae_vision.data.sources import open_source
+    from softsae_vision.training import train
+
+    cfg = build_config(args)
     source = open_source(args.data, layer=args.layer, tokens=args.tokens)
     sae = build_sae(args, source.d)
     result = train(

@@ -75,7 +75,9 @@ def _knot_sums_log(v_RN: Tensor, w_RN: Tensor | None) -> _KnotSums:
     return P_RN, Q_RN, log_at
 
 
-def solve_threshold(v_RN: Tensor, k_R: Tensor, w_RN: Tensor | None = None) -> Tensor:
+def solve_threshold(
+    v_RN: Tensor, k_R: Tensor, w_RN: Tensor | None = None, plain: bool | None = None
+) -> Tensor:
     """Return u (R,) with Σ_j w_j Φ(v_j − u) = k for each row (float64, exact, no iteration).
 
     v_RN holds each row's knots sorted in descending order (float64, finite), w_RN their
@@ -84,13 +86,17 @@ def solve_threshold(v_RN: Tensor, k_R: Tensor, w_RN: Tensor | None = None) -> Te
     and Q_j = Σ_{i>j} w_i e^{v_i − v_j}, every exponent ≤ 0. The root lies between the last
     knot with S_j ≤ k and the next one, where S is a quadratic in e^u; it is solved in the
     log domain, so gaps of any size between knots neither overflow nor underflow.
+
+    ``plain`` picks the knot sums: None decides from the rows' spread (one host read), False
+    takes the log-domain sums, right for any spread and free of host synchronisation.
     """
     R, N = v_RN.shape
     if w_RN is None:
         w_incl_RN = torch.arange(1, N + 1, dtype=v_RN.dtype, device=v_RN.device).expand(R, N)
     else:
         w_incl_RN = torch.cumsum(w_RN, dim=1)
-    plain = R == 0 or float((v_RN[:, 0] - v_RN[:, -1]).max()) <= _PLAIN_SPREAD
+    if plain is None:
+        plain = R == 0 or float((v_RN[:, 0] - v_RN[:, -1]).max()) <= _PLAIN_SPREAD
     P_RN, Q_RN, log_sums_at = (_knot_sums_plain if plain else _knot_sums_log)(v_RN, w_RN)
     S_RN = (Q_RN - P_RN).mul_(0.5).add_(w_incl_RN)
     S_RN -= 0.5 if w_RN is None else 0.5 * w_RN

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from softsae_vision.ops._lapsum import implicit_backward, implicit_grad_k, laplace_cdf
 from softsae_vision.ops._row_blocks import by_row_blocks, compute_dtype, row_chunks
-from softsae_vision.ops._soft_topk_plan import DenseRows, Plan
+from softsae_vision.ops._soft_topk_plan import DenseRows, FixedRows, Plan
 
 
 def _dense_chunks(
@@ -63,8 +63,59 @@ def candidate_grads(
     return None, by_row_blocks(implicit_grad_k, t_RN, g_RN)[0]
 
 
+def _fixed_dense_t(x_BF: Tensor, fx: FixedRows, alpha: float, cd: torch.dtype, sl: slice):
+    """t = (x − b)/α (C, F) in dtype cd for rows sl of a fixed plan (as _dense_chunks)."""
+    ref_C1 = fx.ref[sl, None].to(cd)
+    shift_C1 = (fx.u[sl, None] * alpha).to(cd)
+    return (x_BF[sl].to(cd) - ref_C1).sub_(shift_C1).div_(alpha)
+
+
+def _fixed_forward(x_BF: Tensor, fx: FixedRows, alpha: float, out_dtype: torch.dtype) -> Tensor:
+    """p (B, F): dense rows computed whole (masked), then every row's candidates scattered."""
+    p_BF = torch.empty(x_BF.shape, dtype=out_dtype, device=x_BF.device)
+    for sl in row_chunks(x_BF.shape[0], x_BF.shape[1]):
+        p_CF = laplace_cdf(_fixed_dense_t(x_BF, fx, alpha, torch.float64, sl)).to(out_dtype)
+        p_BF[sl] = torch.where(fx.dense[sl, None], p_CF, 0.0)
+    if fx.idx.shape[1]:
+        cand_BN = torch.where(
+            fx.dense[:, None], p_BF.gather(1, fx.idx), candidate_weights(fx.t, out_dtype)
+        )
+        p_BF.scatter_(1, fx.idx, cand_BN)
+    return p_BF
+
+
+def _fixed_backward(
+    x_BF: Tensor, fx: FixedRows, alpha: float, grad_p_BF: Tensor, need_x: bool
+) -> tuple[Tensor | None, Tensor]:
+    """(∂L/∂x (B, F) or None, ∂L/∂k (B,) float64) for a fixed plan: masks, no host branch."""
+    cd = compute_dtype(x_BF.dtype)
+    grad_x_BF = torch.empty_like(x_BF) if need_x else None
+    gk_dense_B = torch.empty(x_BF.shape[0], dtype=torch.float64, device=x_BF.device)
+    for sl in row_chunks(x_BF.shape[0], x_BF.shape[1]):
+        t_CF = _fixed_dense_t(x_BF, fx, alpha, cd, sl)
+        g_CF = grad_p_BF[sl].to(cd)
+        dense_C1 = fx.dense[sl, None]
+        if need_x:
+            gx_CF, gk_C = implicit_backward(t_CF, g_CF, alpha)
+            grad_x_BF[sl] = torch.where(dense_C1, gx_CF.to(x_BF.dtype), 0.0)
+        else:
+            (gk_C,) = implicit_grad_k(t_CF, g_CF)
+        gk_dense_B[sl] = gk_C.double()
+    if not fx.idx.shape[1]:  # the dense rows alone: the others are constant 0
+        return grad_x_BF, torch.where(fx.dense, gk_dense_B, 0.0)
+    g_BN = grad_p_BF.gather(1, fx.idx).double()
+    gx_BN, gk_B = candidate_grads(fx.t, g_BN, alpha, need_x)
+    grad_k_B = torch.where(fx.dense, gk_dense_B, gk_B)
+    if need_x:
+        keep_BN = grad_x_BF.gather(1, fx.idx)
+        grad_x_BF.scatter_(1, fx.idx, torch.where(fx.dense[:, None], keep_BN, gx_BN.to(x_BF.dtype)))
+    return grad_x_BF, grad_k_B
+
+
 def forward_output(x_BF: Tensor, plan: Plan, alpha: float, out_dtype: torch.dtype) -> Tensor:
     """p (B, F) in out_dtype: candidates scattered into zeros, dense rows computed whole."""
+    if plan.fixed is not None:
+        return _fixed_forward(x_BF, plan.fixed, alpha, out_dtype)
     p_BF = torch.zeros(x_BF.shape, dtype=out_dtype, device=x_BF.device)
     for grp in plan.sparse:
         p_RN = candidate_weights(grp.t, out_dtype)
@@ -82,6 +133,8 @@ def backward_grads(
     x_BF: Tensor, plan: Plan, alpha: float, grad_p_BF: Tensor, need_x: bool = True
 ) -> tuple[Tensor | None, Tensor]:
     """(∂L/∂x (B, F) in x's dtype, or None unless need_x; ∂L/∂k (B,) float64) from ∂L/∂p."""
+    if plan.fixed is not None:
+        return _fixed_backward(x_BF, plan.fixed, alpha, grad_p_BF, need_x)
     grad_x_BF = torch.zeros_like(x_BF) if need_x else None
     grad_k_B = torch.zeros(x_BF.shape[0], dtype=torch.float64, device=x_BF.device)
     for grp in plan.sparse:

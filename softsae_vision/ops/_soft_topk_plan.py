@@ -30,11 +30,14 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops import _inline_math as im
 from softsae_vision.ops._lapsum import LOG2, solve_threshold
 from softsae_vision.ops._row_blocks import by_row_blocks, row_chunks
 
 FAST_ENV = "SOFTSAE_SOFT_TOPK_FAST"
+PATH_ENV = "SOFTSAE_SOFT_TOPK_PATH"
+PATHS = ("auto", "adaptive", "fixed")
 _LOG_TAIL_TOL = -32 * LOG2  # accepted excluded mass, relative to min(1, Σφ of candidates)
 _MAX_WIDENINGS = 2
 
@@ -42,6 +45,21 @@ _MAX_WIDENINGS = 2
 def fast_path_enabled() -> bool:
     """Whether the candidate (top-n) paths are on; ``SOFTSAE_SOFT_TOPK_FAST=0`` turns them off."""
     return os.environ.get(FAST_ENV, "1").strip() != "0"
+
+
+def planner(device: torch.device) -> str:
+    """ "fixed" (no host sync, fixed shapes) or "adaptive" (host-decided widening) for a device.
+
+    ``SOFTSAE_SOFT_TOPK_PATH`` = auto (default: adaptive on CPU, fixed elsewhere), adaptive
+    or fixed. Both are exact; the adaptive plan reads a few numbers back to the host per call,
+    which costs nothing on a CPU and stalls a GPU.
+    """
+    choice = os.environ.get(PATH_ENV, "auto").strip().lower() or "auto"
+    if choice not in PATHS:
+        raise SoftSAEError(f"{PATH_ENV}={choice!r} is not one of {', '.join(PATHS)}")
+    if choice == "auto":
+        return "adaptive" if device.type == "cpu" else "fixed"
+    return choice
 
 
 @dataclass
@@ -68,9 +86,26 @@ class DenseRows:
 
 
 @dataclass
+class FixedRows:
+    """Every row of the batch, planned with fixed shapes and no host decision.
+
+    Each row's threshold b = ref + u·α is exact (top n plus the rest folded, n > 2·k_max);
+    rows whose excluded mass is negligible are served by their candidates, the others
+    (``dense``) by the whole row. See _soft_topk_fixed.py.
+    """
+
+    idx: Tensor  # (B, N) int64 column of each candidate
+    t: Tensor  # (B, N) float64 (r − b)/α; −inf where a candidate takes no part or the row is dense
+    dense: Tensor  # (B,) bool: the row's output and gradient cover the whole row
+    ref: Tensor  # (B,) float64, an entry of the row near the threshold
+    u: Tensor  # (B,) float64 threshold relative to it: b = ref + u·α
+
+
+@dataclass
 class Plan:
     sparse: list[SparseRows] = field(default_factory=list)
     dense: list[DenseRows] = field(default_factory=list)
+    fixed: FixedRows | None = None
 
 
 def _first_size(k_max: float, F: int) -> int | None:

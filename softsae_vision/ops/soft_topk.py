@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 import torch
 from torch import Tensor
@@ -17,9 +18,11 @@ from torch import Tensor
 from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops._lapsum import laplace_cdf
 from softsae_vision.ops._soft_topk_apply import backward_grads, forward_output
-from softsae_vision.ops._soft_topk_plan import Plan, fast_path_enabled, plan_rows
+from softsae_vision.ops._soft_topk_fixed import plan_fixed
+from softsae_vision.ops._soft_topk_plan import Plan, fast_path_enabled, plan_rows, planner
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+DEBUG_ENV = "SOFTSAE_DEBUG_CHECKS"
 
 
 def _check_alpha(alpha: float) -> float:
@@ -35,8 +38,8 @@ def _check_alpha(alpha: float) -> float:
     return alpha
 
 
-def _check_x(x: Tensor) -> Tensor:
-    """Return x as (B, F); reject wrong rank, non-float dtypes and non-finite values."""
+def _check_x(x: Tensor, values: bool = True) -> Tensor:
+    """Return x as (B, F); reject wrong rank, non-float dtypes and (values) non-finite values."""
     if not isinstance(x, Tensor):
         raise SoftSAEError(f"soft_topk: x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in (1, 2):
@@ -46,15 +49,20 @@ def _check_x(x: Tensor) -> Tensor:
     x_BF = x if x.dim() == 2 else x[None]
     if x_BF.shape[1] == 0:
         raise SoftSAEError("soft_topk: x has no features (F = 0)")
-    if x_BF.numel():
+    if values and x_BF.numel():
         lo, hi = torch.aminmax(x_BF.detach())  # NaN propagates into both
         if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
             raise SoftSAEError("soft_topk: x contains NaN or inf; the latents must be finite")
     return x_BF
 
 
-def _check_k(k: Tensor | float, B: int, F: int, device: torch.device) -> Tensor:
-    """Return k as a (B,) tensor (autograd-linked to the caller's k when it is a tensor)."""
+def _check_k(
+    k: Tensor | float, B: int, F: int, device: torch.device, values: bool = True
+) -> Tensor:
+    """Return k as a (B,) tensor (autograd-linked to the caller's k when it is a tensor).
+
+    ``values`` also checks 0 < k < F, which reads k back to the host.
+    """
     if isinstance(k, Tensor):
         if k.dtype == torch.bool or k.is_complex():
             raise SoftSAEError(f"soft_topk: k must be real-valued, got {k.dtype}")
@@ -72,7 +80,7 @@ def _check_k(k: Tensor | float, B: int, F: int, device: torch.device) -> Tensor:
         k_B = torch.full((B,), float(k), dtype=torch.float64, device=device)
     else:
         raise SoftSAEError(f"soft_topk: k must be a tensor or a number, got {type(k).__name__}")
-    if B:
+    if values and B:
         k64 = k_B.detach().double()
         lo, hi = float(k64.min()), float(k64.max())
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 or hi >= F:
@@ -82,20 +90,48 @@ def _check_k(k: Tensor | float, B: int, F: int, device: torch.device) -> Tensor:
     return k_B
 
 
-def prepare(x: Tensor, k: Tensor | float, alpha: float) -> tuple[Tensor, Tensor, float]:
-    """(x as (B, F), k as a float (B,) tensor, alpha as a float), checked."""
+def debug_checks() -> bool:
+    """Whether the SAEs' hot path validates values too (``SOFTSAE_DEBUG_CHECKS=1``)."""
+    return os.environ.get(DEBUG_ENV, "0").strip() not in ("", "0")
+
+
+def _check_k_max(k_max: float | None) -> float | None:
+    if k_max is None:
+        return None
+    if isinstance(k_max, bool) or not isinstance(k_max, numbers.Real) or not k_max > 0:
+        raise SoftSAEError(f"soft_topk: k_max must be a number > 0, got {k_max!r}")
+    return float(k_max)
+
+
+def prepare(
+    x: Tensor, k: Tensor | float, alpha: float, validate: bool = True
+) -> tuple[Tensor, Tensor, float]:
+    """(x as (B, F), k as a float (B,) tensor, alpha as a float), checked.
+
+    Shapes and dtypes are always checked (no host sync); ``validate`` also checks values
+    (finite x, 0 < k < F), which reads them back to the host.
+    """
     alpha = _check_alpha(alpha)
-    x_BF = _check_x(x)
+    x_BF = _check_x(x, validate)
     B, F = x_BF.shape
-    k_B = _check_k(k, B, F, x_BF.device)
+    k_B = _check_k(k, B, F, x_BF.device, validate)
     if k_B.dtype not in _FLOAT_DTYPES:
         k_B = k_B.double()
     return x_BF, k_B, alpha
 
 
-def make_plan(x_BF: Tensor, k_B: Tensor, alpha: float) -> Plan:
-    """Each row's threshold and the path that serves it (see _soft_topk_plan.py)."""
-    return plan_rows(x_BF.detach(), k_B.detach().double(), alpha, fast_path_enabled())
+def make_plan(x_BF: Tensor, k_B: Tensor, alpha: float, k_max: float | None = None) -> Plan:
+    """Each row's threshold and the path that serves it (_soft_topk_plan.py, _soft_topk_fixed.py).
+
+    The fixed plan needs a bound k_max ≥ max(k); without one it reads max(k) from k (a sync).
+    """
+    x_BF, k64_B = x_BF.detach(), k_B.detach().double()
+    fast = fast_path_enabled()
+    if fast and planner(x_BF.device) == "fixed":
+        if k_max is None:
+            k_max = float(k64_B.max()) if k64_B.numel() else 1.0
+        return plan_fixed(x_BF, k64_B, alpha, k_max)
+    return plan_rows(x_BF, k64_B, alpha, fast)
 
 
 class _SoftTopK(torch.autograd.Function):
@@ -120,7 +156,14 @@ def dense_soft_topk(x_BF: Tensor, k_B: Tensor, alpha: float, plan: Plan) -> Tens
     return _SoftTopK.apply(x_BF, k_B, alpha, plan)
 
 
-def soft_topk(x: Tensor, k: Tensor | float, alpha: float) -> Tensor:
+def soft_topk(
+    x: Tensor,
+    k: Tensor | float,
+    alpha: float,
+    *,
+    k_max: float | None = None,
+    validate: bool = True,
+) -> Tensor:
     """Return the LapSum soft top-k weights p (B, F) in x's dtype; each row sums to k.
 
     x: (B, F) latents, or (F,) for one row. k: (B,), (B, 1) or a scalar, real, 0 < k < F.
@@ -133,9 +176,17 @@ def soft_topk(x: Tensor, k: Tensor | float, alpha: float) -> Tensor:
     x's dtype; entries whose weight is below 2⁻³² of the row's active mass may come out as
     exact zeros. Rows whose mass sits in their top entries touch only those (about the cost
     of a hard top-k); ``SOFTSAE_SOFT_TOPK_FAST=0`` forces the full-sort path everywhere.
+
+    Off the CPU the work has fixed shapes and reads nothing back to the host when ``k_max``
+    (a bound on every k, e.g. an SAE's largest k̂) is given and ``validate=False`` (the value
+    checks read x and k back); ``SOFTSAE_SOFT_TOPK_PATH`` picks the plan (see
+    ``_soft_topk_plan.planner``). A k above ``k_max`` with ``validate=False`` is not caught.
     """
-    x_BF, k_B, alpha = prepare(x, k, alpha)
-    p_BF = dense_soft_topk(x_BF, k_B, alpha, make_plan(x_BF, k_B, alpha))
+    k_max = _check_k_max(k_max)
+    x_BF, k_B, alpha = prepare(x, k, alpha, validate)
+    if validate and k_max is not None and k_B.numel() and float(k_B.detach().max()) > k_max:
+        raise SoftSAEError(f"soft_topk: every k must be ≤ k_max = {k_max}")
+    p_BF = dense_soft_topk(x_BF, k_B, alpha, make_plan(x_BF, k_B, alpha, k_max))
     return p_BF if x.dim() == 2 else p_BF[0]
 
 

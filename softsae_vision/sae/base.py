@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from softsae_vision._io import atomic_write, write_bytes_atomic, write_json_atomic  # noqa: F401 (viz imports atomic_write from here)
 from softsae_vision._version import __version__
 from softsae_vision.errors import SoftSAEError
+from softsae_vision.ops.sparse_decode import dense_decode, sparse_decode, sparse_decode_enabled
 
 SCHEMA_VERSION = 1
 WEIGHTS_FILE = "sae.safetensors"
@@ -130,13 +131,30 @@ class BaseSAE(nn.Module):
     def decode_normalized(self, codes_BF: Tensor) -> Tensor:
         return torch.addmm(self.b_dec, codes_BF, self.W_dec)
 
+    def decode_sparse_normalized(self, idx_BK: Tensor, vals_BK: Tensor) -> Tensor:
+        """Normalised reconstruction (B, d) from the selected latents only (idx, values (B, K)).
+
+        Gathers K rows of W_dec per input (ops/sparse_decode.py); ``SOFTSAE_SPARSE_DECODE=0``
+        takes the dense twin.
+        """
+        decode = sparse_decode if sparse_decode_enabled() else dense_decode
+        return decode(idx_BK, vals_BK, self.W_dec) + self.b_dec
+
     def select(self, z_BF: Tensor, xn_BD: Tensor) -> Tensor:
         """Inference-time latent selection from pre-activations (hard)."""
         raise NotImplementedError
 
+    def select_sparse(self, z_BF: Tensor, xn_BD: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        """(codes (B, F), idx (B, K), values (B, K)) of ``select``, or None if it has no fixed K."""
+        return None
+
     def train_output(self, xn_BD: Tensor, ctx: StepContext) -> TrainOutput:
         """Training-path forward in normalised space; default: inference selection."""
         z_BF = self.pre_acts(xn_BD)
+        chosen = self.select_sparse(z_BF, xn_BD)
+        if chosen is not None:
+            codes_BF, idx_BK, vals_BK = chosen
+            return TrainOutput(self.decode_sparse_normalized(idx_BK, vals_BK), codes_BF, z_BF)
         codes_BF = self.select(z_BF, xn_BD)
         return TrainOutput(self.decode_normalized(codes_BF), codes_BF, z_BF)
 
@@ -151,8 +169,14 @@ class BaseSAE(nn.Module):
         return self.denormalize(self.decode_normalized(codes_BF))
 
     def forward(self, x_BD: Tensor) -> SAEOutput:
-        codes_BF = self.encode(x_BD)
-        return SAEOutput(self.decode(codes_BF), codes_BF)
+        xn_BD = self.normalize(_check_acts(x_BD, self.d_in).to(self.W_enc.dtype))
+        z_BF = self.pre_acts(xn_BD)
+        chosen = self.select_sparse(z_BF, xn_BD)
+        if chosen is None:
+            codes_BF = self.select(z_BF, xn_BD)
+            return SAEOutput(self.decode(codes_BF), codes_BF)
+        codes_BF, idx_BK, vals_BK = chosen
+        return SAEOutput(self.denormalize(self.decode_sparse_normalized(idx_BK, vals_BK)), codes_BF)
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:

@@ -7,22 +7,46 @@ average of the smallest activation selected in training) keeps every latent abov
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
 from softsae_vision.ops import hard_topk
+from softsae_vision.ops.sparse_decode import sparse_decode, sparse_decode_enabled
 from softsae_vision.sae.base import BaseSAE, StepContext, TrainOutput, register_sae
 from softsae_vision.sae.topk import check_k
 
 
-def batch_topk(z_BF: Tensor, k: float) -> tuple[Tensor, Tensor]:
-    """Keep the round(k·B) largest entries of the whole batch; also return the smallest kept."""
-    n_keep = max(1, min(z_BF.numel(), round(k * z_BF.shape[0])))
+@dataclass
+class BatchSelection:
+    """The kept entries of a batch-level top-k, ordered by row (for gather decoding)."""
+
+    codes: Tensor  # (B, F)
+    smallest: Tensor  # () the smallest positive kept value (0 if none)
+    cols: Tensor  # (N,) int64 latent of each kept entry, rows in order
+    vals: Tensor  # (N,) its value
+    offsets: Tensor  # (B,) where each row's entries start
+
+
+def batch_topk_sparse(z_BF: Tensor, k: float) -> BatchSelection:
+    """Keep the round(k·B) largest entries of the whole batch, with no host synchronisation."""
+    B, F = z_BF.shape
+    n_keep = max(1, min(z_BF.numel(), round(k * B)))
     values, flat_idx = z_BF.flatten().topk(n_keep, sorted=False)
     codes = torch.zeros_like(z_BF).flatten().scatter(0, flat_idx, values).view_as(z_BF)
-    positive = values[values > 0]
-    smallest = positive.min() if positive.numel() else values.new_zeros(())
-    return codes, smallest
+    smallest = torch.where(values > 0, values, torch.inf).amin()
+    smallest = torch.where(torch.isfinite(smallest), smallest, 0.0)
+    flat_sorted, order = flat_idx.sort()
+    rows = torch.div(flat_sorted, F, rounding_mode="floor")
+    offsets = torch.searchsorted(rows, torch.arange(B, device=z_BF.device))
+    return BatchSelection(codes, smallest, flat_sorted - rows * F, values[order], offsets)
+
+
+def batch_topk(z_BF: Tensor, k: float) -> tuple[Tensor, Tensor]:
+    """Keep the round(k·B) largest entries of the whole batch; also return the smallest kept."""
+    sel = batch_topk_sparse(z_BF, k)
+    return sel.codes, sel.smallest
 
 
 @register_sae("batchtopk")
@@ -53,17 +77,30 @@ class BatchTopKSAE(BaseSAE):
 
     @torch.no_grad()
     def update_threshold(self, smallest_kept: Tensor) -> None:
-        if self.threshold < 0:
-            self.threshold.copy_(smallest_kept)
-        else:
-            self.threshold.lerp_(smallest_kept.to(self.threshold), 1 - self.threshold_momentum)
+        """First value as is, then an EMA; decided on the device (no host read)."""
+        smallest = smallest_kept.to(self.threshold)
+        ema = torch.lerp(self.threshold, smallest, 1 - self.threshold_momentum)
+        self.threshold.copy_(torch.where(self.threshold < 0, smallest, ema))
+
+    def train_selection(self, z_BF: Tensor) -> BatchSelection:
+        sel = batch_topk_sparse(z_BF, self.k)
+        self.update_threshold(sel.smallest.detach())
+        return sel
 
     def train_codes(self, z_BF: Tensor) -> Tensor:
-        codes_BF, smallest = batch_topk(z_BF, self.k)
-        self.update_threshold(smallest.detach())
-        return codes_BF
+        return self.train_selection(z_BF).codes
+
+    def decode_selection(self, sel: BatchSelection, vals_N: Tensor | None = None) -> Tensor:
+        """Normalised reconstruction (B, d) of a batch selection (values ``vals_N`` if given)."""
+        vals_N = sel.vals if vals_N is None else vals_N
+        if sparse_decode_enabled():
+            return sparse_decode(sel.cols, vals_N, self.W_dec, sel.offsets) + self.b_dec
+        at_N = torch.arange(len(sel.cols), device=sel.cols.device)
+        rows_N = torch.searchsorted(sel.offsets, at_N, right=True) - 1
+        codes_BF = vals_N.new_zeros(sel.codes.shape).index_put((rows_N, sel.cols), vals_N)
+        return self.decode_normalized(codes_BF)
 
     def train_output(self, xn_BD: Tensor, ctx: StepContext) -> TrainOutput:
         z_BF = self.pre_acts(xn_BD)
-        codes_BF = self.train_codes(z_BF)
-        return TrainOutput(self.decode_normalized(codes_BF), codes_BF, z_BF)
+        sel = self.train_selection(z_BF)
+        return TrainOutput(self.decode_selection(sel), sel.codes, z_BF)

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from softsae_vision.errors import SoftSAEError
+from softsae_vision.ops.sparse_decode import sparse_decode, sparse_decode_enabled
 from softsae_vision.sae.base import StepContext, TrainOutput, register_sae
 from softsae_vision.sae.batchtopk import BatchTopKSAE
 
@@ -51,15 +52,24 @@ class MatryoshkaSAE(BatchTopKSAE):
 
     def train_output(self, xn_BD: Tensor, ctx: StepContext) -> TrainOutput:
         z_BF = self.pre_acts(xn_BD)
-        codes_BF = self.train_codes(z_BF)
-        partials = [
-            c_BG @ w_GD
-            for c_BG, w_GD in zip(
-                codes_BF.split(self.group_sizes, dim=1),
-                self.W_dec.split(self.group_sizes, dim=0),
-                strict=True,
-            )
-        ]
+        sel = self.train_selection(z_BF)
+        codes_BF = sel.codes
+        if sparse_decode_enabled():  # each group's kept entries, gathered (the rest weigh 0)
+            ends = torch.tensor(self.group_sizes, device=z_BF.device).cumsum(0)
+            group_N = torch.bucketize(sel.cols, ends, right=True)
+            partials = [
+                sparse_decode(sel.cols, sel.vals * (group_N == g), self.W_dec, sel.offsets)
+                for g in range(len(self.group_sizes))
+            ]
+        else:
+            partials = [
+                c_BG @ w_GD
+                for c_BG, w_GD in zip(
+                    codes_BF.split(self.group_sizes, dim=1),
+                    self.W_dec.split(self.group_sizes, dim=0),
+                    strict=True,
+                )
+            ]
         prefix_GBD = torch.stack(partials).cumsum(0) + self.b_dec  # (groups, B, d)
         prefix_losses_G = (prefix_GBD - xn_BD).pow(2).sum(-1).mean(-1)
         return TrainOutput(prefix_GBD[-1], codes_BF, z_BF, recon_loss=prefix_losses_G.mean())

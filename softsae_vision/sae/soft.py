@@ -25,8 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.ops import hard_topk
-from softsae_vision.ops._soft_topk_sparse import soft_topk_product
+from softsae_vision.ops._soft_topk_sparse import soft_topk_codes
+from softsae_vision.ops.hard_topk import hard_topk_sparse
+from softsae_vision.ops.soft_topk import debug_checks
+from softsae_vision.ops.sparse_decode import decode_selected, sparse_decode_enabled
 from softsae_vision.sae.base import BaseSAE, SAEOutput, StepContext, TrainOutput, register_sae
 from softsae_vision.sae.topk import check_k
 
@@ -133,36 +135,57 @@ class SoftSAE(BaseSAE):
         return self.predict_k_normalized(self.normalize(x_BD.to(self.W_enc.dtype)))
 
     # ------------------------------------------------------------------ selection
-    @staticmethod
-    def hard_select(z_BF: Tensor, k_hat_B: Tensor) -> Tensor:
-        return hard_topk(z_BF, k_hat_B.detach().floor().long())
+    def hard_select_sparse(self, z_BF: Tensor, k_hat_B: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(codes (B, F), idx, values (B, ⌊k_max⌋)): each row's top-⌊k̂⌋, fixed width, no sync."""
+        k_B = k_hat_B.detach().floor().long()
+        return hard_topk_sparse(z_BF, k_B, k_max=int(self.k_max), validate=debug_checks())
+
+    def hard_select(self, z_BF: Tensor, k_hat_B: Tensor) -> Tensor:
+        return self.hard_select_sparse(z_BF, k_hat_B)[0]
 
     def select(self, z_BF: Tensor, xn_BD: Tensor) -> Tensor:
         return self.hard_select(z_BF, self.predict_k_normalized(xn_BD, z_BF))
+
+    def select_sparse(self, z_BF: Tensor, xn_BD: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.hard_select_sparse(z_BF, self.predict_k_normalized(xn_BD, z_BF))
 
     def forward(self, x_BD: Tensor) -> SAEOutput:
         xn_BD = self.normalize(x_BD.to(self.W_enc.dtype))
         z_BF = self.pre_acts(xn_BD)
         k_hat_B = self.predict_k_normalized(xn_BD, z_BF)
-        codes_BF = self.hard_select(z_BF, k_hat_B)
-        return SAEOutput(self.decode(codes_BF), codes_BF, k_hat_B)
+        codes_BF, idx_BK, vals_BK = self.hard_select_sparse(z_BF, k_hat_B)
+        x_hat_BD = self.denormalize(self.decode_sparse_normalized(idx_BK, vals_BK))
+        return SAEOutput(x_hat_BD, codes_BF, k_hat_B)
 
     def train_output(self, xn_BD: Tensor, ctx: StepContext) -> TrainOutput:
         z_BF = self.pre_acts(xn_BD)
         if ctx.phase == "hard":
             with torch.no_grad():
                 k_hat_B = self.predict_k_normalized(xn_BD, z_BF)
-            codes_BF = self.hard_select(z_BF, k_hat_B)
-            return TrainOutput(self.decode_normalized(codes_BF), codes_BF, z_BF, k_hat=k_hat_B)
+            codes_BF, idx_BK, vals_BK = self.hard_select_sparse(z_BF, k_hat_B)
+            x_hat_BD = self.decode_sparse_normalized(idx_BK, vals_BK)
+            return TrainOutput(x_hat_BD, codes_BF, z_BF, k_hat=k_hat_B)
         k_hat_B = self.predict_k_normalized(xn_BD, z_BF)
         # By default the weights see the latents detached: with α far below the latents' scale,
         # ∂p/∂z is a spike of height ~1/α at the threshold that swamps (and, through gradient
         # clipping, shrinks) every other gradient. k̂ still learns through ∂p/∂k̂.
-        codes_BF = soft_topk_product(z_BF, k_hat_B, ctx.alpha, self.selection_grad)
+        selected = soft_topk_codes(
+            z_BF,
+            k_hat_B,
+            ctx.alpha,
+            self.selection_grad,
+            k_max=self.k_max,
+            validate=debug_checks(),
+        )
+        codes_BF = selected.dense()
+        if sparse_decode_enabled():  # through each row's candidates (and any dense remainder)
+            x_hat_BD = decode_selected(selected, self.W_dec) + self.b_dec
+        else:
+            x_hat_BD = self.decode_normalized(codes_BF)
         excess = k_hat_B.mean() - ctx.k_target
         k_loss = F.softplus(excess, beta=self.k_loss_beta)
         return TrainOutput(
-            self.decode_normalized(codes_BF),
+            x_hat_BD,
             codes_BF,
             z_BF,
             extra_losses={"k": self.k_loss_coeff * k_loss},

@@ -6,6 +6,7 @@ from torch import Tensor
 
 from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops import hard_topk
+from softsae_vision.ops.hard_topk import hard_topk_sparse
 from softsae_vision.sae.base import BaseSAE, register_sae
 
 
@@ -32,3 +33,6 @@ class TopKSAE(BaseSAE):
 
     def select(self, z_BF: Tensor, xn_BD: Tensor) -> Tensor:
         return hard_topk(z_BF, self.k)
+
+    def select_sparse(self, z_BF: Tensor, xn_BD: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return hard_topk_sparse(z_BF, self.k, validate=False)

@@ -82,6 +82,13 @@ class TrainConfig:
     device: str = "auto"
     """"auto", "cpu", "cuda" or "cuda:N"."""
 
+    precision: str = "auto"
+    """"fp32", "tf32" (CUDA matmuls), "bf16" (autocast; fp32 weights and Adam state) or
+    "auto": bf16 on CUDA, fp32 elsewhere. config.json records the resolved value."""
+
+    prefetch: int = 2
+    """Batches read ahead by a background thread (0 reads in the training loop)."""
+
     def __post_init__(self) -> None:
         checks = {
             "steps": self.steps >= 1,
@@ -97,6 +104,12 @@ class TrainConfig:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise SoftSAEError(f"invalid training setting(s): {', '.join(bad)}")
+        if self.precision not in ("auto", "fp32", "tf32", "bf16"):
+            raise SoftSAEError(
+                f"precision must be one of auto, fp32, tf32, bf16; got {self.precision!r}"
+            )
+        if self.prefetch < 0:
+            raise SoftSAEError(f"prefetch must be ≥ 0, got {self.prefetch}")
         if self.k_anneal_from not in ("k_max", "d"):
             raise SoftSAEError("k_anneal_from must be 'k_max' or 'd'")
 

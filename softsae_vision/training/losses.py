@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
+
+from softsae_vision.ops.sparse_decode import sparse_decode
 
 
 def squared_error(x_hat_BD: Tensor, x_BD: Tensor) -> Tensor:
@@ -19,13 +20,12 @@ def auxk_loss(
     Normalised by the residual's variance so its scale does not shrink as training improves
     the main reconstruction (Gao et al., 2024). Zero when no latent is dead.
     """
-    n_dead = int(dead_F.sum())
-    if n_dead == 0:
-        return pre_acts_BF.new_zeros(())
+    # Fixed width and a factor for "no dead latent", so nothing is read back to the host:
+    # past the dead latents the top-k_aux picks zeros, which add nothing to the codes.
     dead_z_BF = pre_acts_BF * dead_F
-    values, idx = dead_z_BF.topk(min(k_aux, n_dead), dim=-1, sorted=False)
-    aux_codes_BF = torch.zeros_like(dead_z_BF).scatter(-1, idx, values)
-    recon_BD = aux_codes_BF @ W_dec_FD
+    values, idx = dead_z_BF.topk(min(k_aux, dead_z_BF.shape[-1]), dim=-1, sorted=False)
+    recon_BD = sparse_decode(idx, values, W_dec_FD)  # gathers k_aux decoder rows per input
     residual_BD = residual_BD.detach()
     variance = (residual_BD - residual_BD.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
-    return (recon_BD - residual_BD).pow(2).sum(-1).mean() / variance
+    loss = (recon_BD - residual_BD).pow(2).sum(-1).mean() / variance
+    return loss * dead_F.any()

@@ -27,7 +27,7 @@ CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = Path(CHECKPOINT_DIR) / "state.pt"
 
 # Training settings a resume may change: they do not alter the arithmetic of the run.
-RESUME_MAY_CHANGE = frozenset({"device", "log_every", "checkpoint_every"})
+RESUME_MAY_CHANGE = frozenset({"device", "log_every", "checkpoint_every", "prefetch"})
 # Config entries (besides "training") that must equal the original run's on resume.
 RESUME_FIXED_KEYS = ("architecture", "d_in", "n_latents", "hparams", "data")
 # How the user sets a field, for messages.

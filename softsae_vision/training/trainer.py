@@ -15,6 +15,8 @@ is never marked complete.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -40,8 +42,10 @@ from softsae_vision.sae.soft import SoftSAE
 from softsae_vision.training import schedules
 from softsae_vision.training.config import TrainConfig
 from softsae_vision.training.evaluate import k_hat_summary
+from softsae_vision.training.loader import Prefetcher, source_stream
 from softsae_vision.training.loggers import check_available, close_sinks, open_sinks
 from softsae_vision.training.losses import auxk_loss, squared_error
+from softsae_vision.training.precision import autocast, matmul_precision, resolve_precision
 from softsae_vision.training.run_dir import (
     CHECKPOINT_FILE,
     METRICS_FILE,
@@ -148,6 +152,8 @@ class Trainer:
         self.k_aux = cfg.k_aux or max(1, sae.d_in // 2)
         self.dead_threshold = cfg.resolve_dead_threshold()
         self.since_fired_F = torch.zeros(sae.n_latents, dtype=torch.long, device=device)
+        self.precision = resolve_precision(cfg.precision, device)
+        self.inputs_seen = 0  # on the host: an upper bound of every since_fired count
         self.step = 0
         self.calibrated = False
         # Set on device when a batch / the loss is not finite; read at log/checkpoint boundaries.
@@ -165,54 +171,68 @@ class Trainer:
             k_target=schedules.k_target(step, self.cfg, getattr(self.sae, "k", 0.0), self.k_start),
         )
 
-    def train_step(self, x_BD: torch.Tensor) -> dict[str, float]:
+    def train_step(self, x_BD: torch.Tensor, stats: bool = True) -> dict[str, Any] | None:
+        """One optimiser step on (B, d) fp32 activations on the device.
+
+        Nothing is read back to the host unless ``stats``: then the step's metrics come back
+        as floats (one read of a stacked tensor, plus the k̂ summary).
+        """
         sae, cfg = self.sae, self.cfg
         ctx = self.context(self.step)
         lr = cfg.lr * schedules.lr_factor(self.step, cfg)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        xn_BD = sae.normalize(x_BD)
-        out = sae.train_output(xn_BD, ctx)
-        mse = squared_error(out.x_hat, xn_BD)
-        recon = out.recon_loss if out.recon_loss is not None else mse
-        dead_F = self.since_fired_F >= self.dead_threshold
-        aux = (
-            auxk_loss(xn_BD - out.x_hat, out.pre_acts, dead_F, sae.W_dec, self.k_aux)
-            if cfg.aux_coeff > 0
-            else mse.new_zeros(())
-        )
-        loss = recon + cfg.aux_coeff * aux + sum(out.extra_losses.values())
+        # No latent can be dead before dead_threshold inputs: skip AuxK (a host-side count).
+        use_aux = cfg.aux_coeff > 0 and self.inputs_seen >= self.dead_threshold
+        with matmul_precision(self.precision), autocast(self.precision, self.device):
+            xn_BD = sae.normalize(x_BD)
+            out = sae.train_output(xn_BD, ctx)
+            x_hat_BD = out.x_hat.float()  # the losses' reductions in fp32
+            mse = squared_error(x_hat_BD, xn_BD)
+            recon = out.recon_loss.float() if out.recon_loss is not None else mse
+            dead_F = self.since_fired_F >= self.dead_threshold
+            if use_aux:
+                aux = auxk_loss(xn_BD - x_hat_BD, out.pre_acts, dead_F, sae.W_dec, self.k_aux)
+                aux = aux.float()
+            else:
+                aux = mse.new_zeros(())
+            extra = {name: v.float() for name, v in out.extra_losses.items()}
+            loss = recon + cfg.aux_coeff * aux + sum(extra.values())
         self.bad_data.logical_or_(~torch.isfinite(x_BD).all())
         self.bad_loss.logical_or_(~torch.isfinite(loss.detach()))
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        with matmul_precision(self.precision):
+            loss.backward()
         sae.project_decoder_grad()
         torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
         self.opt.step()
         sae.normalize_decoder()
 
         with torch.no_grad():
-            fired_F = (out.codes != 0).any(0)
+            active_BF = out.codes != 0
             self.since_fired_F += x_BD.shape[0]
-            self.since_fired_F[fired_F] = 0
-            l0_B = (out.codes != 0).sum(-1).float()
+            self.since_fired_F.masked_fill_(active_BF.any(0), 0)  # no boolean indexing: no sync
+        self.inputs_seen += x_BD.shape[0]
         self.step += 1
-        stats = {
-            "loss": loss.item(),
-            "mse": mse.item(),
-            "aux": aux.item(),
-            "l0_mean": l0_B.mean().item(),
-            "l0_std": l0_B.std().item() if len(l0_B) > 1 else 0.0,
-            "dead_frac": dead_F.float().mean().item(),
-            "lr": lr,
-            "alpha": ctx.alpha,
-            "k_target": ctx.k_target,
-            "phase": ctx.phase,
-        }
-        stats.update({f"loss_{name}": v.item() for name, v in out.extra_losses.items()})
+        if not stats:
+            return None
+        with torch.no_grad():
+            l0_B = active_BF.sum(-1).float()
+            values = {
+                "loss": loss.detach(),
+                "mse": mse.detach(),
+                "aux": aux.detach(),
+                "l0_mean": l0_B.mean(),
+                "l0_std": l0_B.std() if len(l0_B) > 1 else l0_B.new_zeros(()),
+                "dead_frac": dead_F.float().mean(),
+                **{f"loss_{name}": v.detach() for name, v in extra.items()},
+            }
+            floats = torch.stack([v.float() for v in values.values()]).tolist()  # one read
+        result: dict[str, Any] = dict(zip(values, floats, strict=True))
+        result.update(lr=lr, alpha=ctx.alpha, k_target=ctx.k_target, phase=ctx.phase)
         if out.k_hat is not None:
-            stats.update(k_hat_summary(out.k_hat))
-        return stats
+            result.update(k_hat_summary(out.k_hat))
+        return result
 
     @torch.no_grad()
     def nonfinite(self, check_weights: bool) -> str | None:
@@ -259,6 +279,7 @@ class Trainer:
             "since_fired": self.since_fired_F.cpu(),
             "calibrated": self.calibrated,
             "torch_rng": torch.get_rng_state(),
+            "inputs_seen": self.inputs_seen,
         }
 
     def load_state_dict(self, state: dict[str, Any], origin: str = "the checkpoint") -> None:
@@ -276,6 +297,7 @@ class Trainer:
                 f"{origin} holds an optimiser state that does not fit: {err}"
             ) from None
         self.step = state["step"]
+        self.inputs_seen = state.get("inputs_seen", self.step * self.cfg.batch_size)
         self.since_fired_F.copy_(state["since_fired"].to(self.device))
         self.calibrated = state["calibrated"]
         torch.set_rng_state(state["torch_rng"])
@@ -409,121 +431,259 @@ def train(
     ("tensorboard", "wandb") that also receive each metrics.jsonl line. Returns the trained SAE
     and the final metrics.
     """
-    log_to = check_available(list(log_to))
+    return train_group({"run": (sae, run_dir)}, data, cfg, resume, progress, log_to)["run"]
+
+
+def train_group(
+    members: dict[str, tuple[BaseSAE, str | os.PathLike | None]],
+    data: ActivationSource | Iterable[torch.Tensor] | torch.Tensor,
+    cfg: TrainConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    log_to: Iterable[str] = (),
+) -> dict[str, TrainResult]:
+    """Train several SAEs (name → (sae, run_dir or None)) on the same batches, read once.
+
+    Each member does exactly what :func:`train` does for it alone (``train`` is the group of
+    one), so its weights equal those of training it alone. A member that fails stops the
+    group: the others are checkpointed (when they have a run directory) and a SoftSAEError
+    names the failed member.
+    """
+    sinks = check_available(list(log_to))
     t0 = time.monotonic()
     cfg = cfg or TrainConfig()
     source = as_source(data)
-    if source.d != sae.d_in:
-        raise SoftSAEError(f"data width d={source.d} does not match the SAE's d_in={sae.d_in}")
     device = resolve_device(cfg.device)
-    config = sae.config_dict(
-        {"status": "running", "data": source.describe(), "training": cfg.to_dict()}
-    )
-    if run_dir is None:
-        return _train(sae, source, cfg, device, None, RunStart(config=config), progress, t0, log_to)
-    run_path = Path(run_dir)
-    with folder_lock(run_path, "training run"):
-        start = prepare_run_dir(run_path, resume, config)
-        if start.complete:
-            sae.load_state_dict(load_sae(run_path).state_dict())
-            return TrainResult(sae.eval(), run_path, _last_metrics(run_path), already_complete=True)
-        return _train(sae, source, cfg, device, run_path, start, progress, t0, log_to)
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, device))
+    for name, (sae, _) in members.items():
+        if source.d != sae.d_in:
+            where = "" if len(members) == 1 else f" ({name})"
+            raise SoftSAEError(
+                f"data width d={source.d} does not match the SAE's d_in={sae.d_in}{where}"
+            )
+    with contextlib.ExitStack() as locks:
+        group: list[_Member] = []
+        done: dict[str, TrainResult] = {}
+        for name, (sae, run_dir) in members.items():
+            config = sae.config_dict(
+                {"status": "running", "data": source.describe(), "training": cfg.to_dict()}
+            )
+            if run_dir is None:
+                group.append(_Member(name, sae, None, RunStart(config=config), log_to=sinks))
+                continue
+            run_path = Path(run_dir)
+            locks.enter_context(folder_lock(run_path, "training run"))
+            start = prepare_run_dir(run_path, resume, config)
+            if start.complete:
+                sae.load_state_dict(load_sae(run_path).state_dict())
+                done[name] = TrainResult(
+                    sae.eval(), run_path, _last_metrics(run_path), already_complete=True
+                )
+            else:
+                group.append(_Member(name, sae, run_path, start, log_to=sinks))
+        if group:
+            _train_members(group, source, cfg, device, progress, t0)
+        done.update({m.name: m.result for m in group})
+    return {name: done[name] for name in members}
 
 
-def _train(
-    sae: BaseSAE,
+@dataclass
+class _Member:
+    """One SAE of a training group and its run's bookkeeping."""
+
+    name: str
+    sae: BaseSAE
+    run_path: Path | None
+    start: RunStart
+    trainer: Trainer | None = None
+    first_step: int = 0
+    checked: int = 0  # steps before this are known to be finite
+    last_ckpt: int | None = None
+    metrics_file: Any = None
+    log_to: tuple[str, ...] = ()
+    sinks: list[Any] = dataclasses.field(default_factory=list)
+    stats: dict[str, Any] = dataclasses.field(default_factory=dict)
+    result: TrainResult | None = None
+
+    def begin(self, cfg: TrainConfig, device: torch.device, calib_rows: torch.Tensor) -> None:
+        """Restore the checkpoint or fit the normalisation; open the run's files."""
+        self.trainer = trainer = Trainer(self.sae, cfg, device)
+        if self.start.state is not None:
+            trainer.load_state_dict(self.start.state, f"{self.run_path / CHECKPOINT_FILE}")
+            self.last_ckpt = trainer.step
+            log.info("resuming %s from step %d", self.run_path, trainer.step)
+        else:
+            rows = _check_batch(calib_rows, self.sae.d_in, 0)[: cfg.norm_sample]
+            self.sae.fit_normalization(_check_finite_rows(rows).to(device))
+        self.first_step = self.checked = trainer.step
+        if self.run_path is not None:
+            write_json_atomic(self.run_path / CONFIG_FILE, self.start.config)
+            metrics_path = self.run_path / METRICS_FILE
+            lines = "".join(f"{line}\n" for line in self.start.metric_lines)
+            write_text_atomic(metrics_path, lines)
+            self.metrics_file = metrics_path.open("a", encoding="utf-8")
+        self.sinks = open_sinks(self.log_to, self.run_path, self.start.config)  # the same lines
+
+    def step(self, x_BD: torch.Tensor, calib_rows: torch.Tensor, hard_start: int) -> None:
+        """One training step with its checks, metrics line and checkpoint."""
+        trainer, cfg = self.trainer, self.trainer.cfg
+        if trainer.step >= hard_start and not trainer.calibrated:
+            if isinstance(self.sae, SoftSAE):
+                log.info(
+                    "step %d/%d: hard phase starts (top-⌊k̂⌋ selection, k estimator frozen)",
+                    trainer.step,
+                    cfg.steps,
+                )
+            trainer.calibrate(calib_rows)
+        step = trainer.step
+        at_log = step % cfg.log_every == 0 or step + 1 == cfg.steps
+        stats = trainer.train_step(x_BD, stats=at_log)
+        at_ckpt = self.run_path is not None and (
+            trainer.step % cfg.checkpoint_every == 0 or trainer.step == cfg.steps
+        )
+        if at_log or at_ckpt:
+            bad = trainer.nonfinite(check_weights=at_ckpt)
+            if bad is not None:
+                raise _diverged(bad, self.checked, step, self.run_path, self.last_ckpt)
+            self.checked = trainer.step
+        if at_log:
+            self.stats = stats
+            if self.run_path is not None:
+                self.metrics_file.write(json.dumps({"step": step, **stats}) + "\n")
+                self.metrics_file.flush()
+            for sink in self.sinks:
+                sink.log(step, stats)
+        if at_ckpt:
+            save_checkpoint(self.run_path, trainer.state_dict())
+            self.last_ckpt = trainer.step
+
+    def checkpoint_now(self) -> None:
+        """Write a checkpoint at the current step (if it has a run and is finite)."""
+        trainer = self.trainer
+        if self.run_path is None or trainer is None or self.last_ckpt == trainer.step:
+            return
+        bad = trainer.nonfinite(check_weights=True)
+        if bad is not None:
+            raise _diverged(bad, self.checked, trainer.step - 1, self.run_path, self.last_ckpt)
+        save_checkpoint(self.run_path, trainer.state_dict())
+        self.last_ckpt = trainer.step
+
+    def close(self) -> None:
+        if self.metrics_file is not None:
+            self.metrics_file.close()
+            self.metrics_file = None
+        close_sinks(self.sinks)
+        self.sinks = []
+
+    def finish(self, calib_rows: torch.Tensor, t0: float) -> None:
+        """Final calibration and checks; save the finished run."""
+        trainer, cfg = self.trainer, self.trainer.cfg
+        trainer.calibrate(calib_rows)
+        bad = trainer.nonfinite(check_weights=True)
+        if bad is not None:
+            last = max(self.checked, cfg.steps - 1)
+            raise _diverged(bad, self.checked, last, self.run_path, self.last_ckpt)
+        if self.run_path is not None:
+            self.sae.save(self.run_path)
+            finished = {**self.start.config, "status": "complete"}
+            write_json_atomic(self.run_path / CONFIG_FILE, finished)
+        self.result = TrainResult(
+            self.sae,
+            self.run_path,
+            self.stats,
+            steps_run=trainer.step - self.first_step,
+            seconds=time.monotonic() - t0,
+        )
+
+
+class SweepMemberError(SoftSAEError):
+    """One member of a training group failed; the others were checkpointed."""
+
+
+def _train_members(
+    group: list[_Member],
     source: Any,
     cfg: TrainConfig,
     device: torch.device,
-    run_path: Path | None,
-    start: RunStart,
     progress: bool,
     t0: float,
-    log_to: tuple[str, ...] = (),
-) -> TrainResult:
+) -> None:
+    """The training loop shared by :func:`train` (one member) and sweeps (several)."""
     torch.manual_seed(cfg.seed)
-    trainer = Trainer(sae, cfg, device)
     calib_rows = source.sample(max(cfg.norm_sample, CALIBRATION_ROWS), cfg.seed)
-    last_ckpt: int | None = None
-    if start.state is not None:
-        trainer.load_state_dict(start.state, f"{run_path / CHECKPOINT_FILE}")
-        last_ckpt = trainer.step
-        log.info("resuming %s from step %d", run_path, trainer.step)
-    else:
-        sample = _check_finite_rows(_check_batch(calib_rows, sae.d_in, 0)[: cfg.norm_sample])
-        sae.fit_normalization(sample.to(device))
-    if run_path is not None:
-        write_json_atomic(run_path / CONFIG_FILE, start.config)
-        metrics_path = run_path / METRICS_FILE
-        write_text_atomic(metrics_path, "".join(f"{line}\n" for line in start.metric_lines))
-        metrics_file = metrics_path.open("a", encoding="utf-8")
+    for member in group:
+        member.begin(cfg, device, calib_rows)
     hard_start = schedules.hard_phase_start(cfg)
-    first_step = checked = trainer.step  # steps before `checked` are known to be finite
-    batches = source.batches(cfg.batch_size, cfg.seed, start=trainer.step)
-    stats: dict[str, Any] = {}
-    bar = _Progress(cfg.steps, trainer.step, progress)
-    stop = _StopOnSigint(active=run_path is not None)
-    sinks = open_sinks(log_to, run_path, start.config)  # TensorBoard / W&B: the same lines
+    step = min(m.trainer.step for m in group)  # members ahead wait for the stream
+    loader = Prefetcher(source_stream(source, cfg.batch_size, cfg.seed, step), device, cfg.prefetch)
+    bar = _Progress(cfg.steps, step, progress)
+    stop = _StopOnSigint(active=any(m.run_path is not None for m in group))
     try:
-        sae.train()
+        for member in group:
+            member.sae.train()
         with stop:
-            while trainer.step < cfg.steps and not stop.requested:
-                if trainer.step >= hard_start and not trainer.calibrated:
-                    if isinstance(sae, SoftSAE):
-                        log.info(
-                            "step %d/%d: hard phase starts (top-⌊k̂⌋ selection, k estimator frozen)",
-                            trainer.step,
-                            cfg.steps,
-                        )
-                    trainer.calibrate(calib_rows)
-                step = trainer.step
-                x_BD = _check_batch(next(batches), sae.d_in, step).to(device, non_blocking=True)
-                stats = trainer.train_step(x_BD)
-                at_log = step % cfg.log_every == 0 or trainer.step == cfg.steps
-                at_ckpt = run_path is not None and (
-                    trainer.step % cfg.checkpoint_every == 0 or trainer.step == cfg.steps
-                )
-                if at_log or at_ckpt:
-                    bad = trainer.nonfinite(check_weights=at_ckpt)
-                    if bad is not None:
-                        raise _diverged(bad, checked, step, run_path, last_ckpt)
-                    checked = trainer.step
-                if at_log and run_path is not None:
-                    metrics_file.write(json.dumps({"step": step, **stats}) + "\n")
-                    metrics_file.flush()
-                for sink in sinks if at_log else ():
-                    sink.log(step, stats)
-                bar.update(trainer.step, stats if at_log else None)
-                if at_ckpt:
-                    save_checkpoint(run_path, trainer.state_dict())
-                    last_ckpt = trainer.step
-        if stop.requested and trainer.step < cfg.steps:
-            assert run_path is not None
-            if last_ckpt != trainer.step:
-                bad = trainer.nonfinite(check_weights=True)
-                if bad is not None:
-                    raise _diverged(bad, checked, trainer.step - 1, run_path, last_ckpt)
-                save_checkpoint(run_path, trainer.state_dict())
+            while step < cfg.steps and not stop.requested:
+                x_BD = _check_batch(next(loader), source.d, step)
+                for member in group:
+                    if member.trainer.step != step:
+                        continue
+                    try:
+                        member.step(x_BD, calib_rows, hard_start)
+                    except Exception as err:
+                        if len(group) == 1:
+                            raise
+                        _stop_group(group, member, err)
+                at_log = step % cfg.log_every == 0 or step + 1 == cfg.steps
+                step += 1
+                bar.update(step, group[0].stats if at_log and group[0].stats else None)
+        if stop.requested and step < cfg.steps:
+            for member in group:
+                member.checkpoint_now()
+            where = ", ".join(str(m.run_path) for m in group if m.run_path is not None)
+            command = "softsae train" if len(group) == 1 else "softsae sweep"
             raise KeyboardInterrupt(
-                f"checkpoint written at step {trainer.step}/{cfg.steps} in {run_path}; run the "
-                "same `softsae train` command with --resume to continue it"
+                f"checkpoint written at step {step}/{cfg.steps} in {where}; run the same "
+                f"`{command}` command with --resume to continue it"
             )
     finally:
+        loader.close()
         bar.close()
-        sae.eval()
-        if run_path is not None:
-            metrics_file.close()
-        close_sinks(sinks)
-    trainer.calibrate(calib_rows)
-    bad = trainer.nonfinite(check_weights=True)
-    if bad is not None:
-        raise _diverged(bad, checked, max(checked, cfg.steps - 1), run_path, last_ckpt)
-    if run_path is not None:
-        sae.save(run_path)
-        write_json_atomic(run_path / CONFIG_FILE, {**start.config, "status": "complete"})
-    return TrainResult(
-        sae, run_path, stats, steps_run=trainer.step - first_step, seconds=time.monotonic() - t0
-    )
+        for member in group:
+            member.sae.eval()
+            member.close()
+    for member in group:
+        try:
+            member.finish(calib_rows, t0)
+        except Exception as err:
+            if len(group) == 1:
+                raise
+            raise SweepMemberError(f"sweep member {member.name} failed: {err}") from err
 
 
-__all__ = ["METRICS_FILE", "TrainResult", "Trainer", "TrainingDivergedError", "train"]
+def _stop_group(group: list[_Member], failed: _Member, err: Exception) -> None:
+    """Checkpoint every other member, then raise a SweepMemberError naming ``failed``."""
+    kept = []
+    for member in group:
+        if member is failed:
+            continue
+        try:
+            member.checkpoint_now()
+            kept.append(member.name)
+        except SoftSAEError as other:
+            log.warning("sweep member %s could not be checkpointed: %s", member.name, other)
+    others = f"; the others ({', '.join(kept)}) are checkpointed" if kept else ""
+    raise SweepMemberError(
+        f"sweep member {failed.name} failed: {err}{others}; leave it out (or fix the cause) and "
+        "run the same sweep with --resume to continue"
+    ) from err
+
+
+__all__ = [
+    "METRICS_FILE",
+    "SweepMemberError",
+    "TrainResult",
+    "Trainer",
+    "TrainingDivergedError",
+    "train",
+    "train_group",
+]

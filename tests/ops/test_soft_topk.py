@@ -11,15 +11,16 @@ from hypothesis import strategies as st
 
 from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops import soft_topk, soft_topk_reference
-from softsae_vision.ops._soft_topk_plan import FAST_ENV
+from softsae_vision.ops._soft_topk_plan import FAST_ENV, PATH_ENV
 
-PATHS = ["fast", "full"]
+PATHS = ["fast", "full", "fixed"]
 
 
 @pytest.fixture(params=PATHS)
 def path(request, monkeypatch):
-    """Run the test once with the candidate fast path on and once with it off."""
-    monkeypatch.setenv(FAST_ENV, "1" if request.param == "fast" else "0")
+    """Run the test with the adaptive candidate path, the full sort and the fixed-shape plan."""
+    monkeypatch.setenv(FAST_ENV, "0" if request.param == "full" else "1")
+    monkeypatch.setenv(PATH_ENV, "fixed" if request.param == "fixed" else "adaptive")
     return request.param
 
 
@@ -87,11 +88,12 @@ def rows_k_alpha(draw):
 
 
 @settings(max_examples=60, deadline=None)
-@given(case=rows_k_alpha(), fast=st.booleans())
-def test_properties_hold_on_random_rows_with_ties(case, fast):
+@given(case=rows_k_alpha(), which=st.sampled_from(PATHS))
+def test_properties_hold_on_random_rows_with_ties(case, which):
     x, k, alpha = case
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(FAST_ENV, "1" if fast else "0")
+        mp.setenv(FAST_ENV, "0" if which == "full" else "1")
+        mp.setenv(PATH_ENV, "fixed" if which == "fixed" else "adaptive")
         p = soft_topk(x, k, alpha)
     torch.testing.assert_close(p.sum(1), k, atol=1e-12 * x.shape[1], rtol=0)
     assert ((p >= 0) & (p <= 1)).all()

@@ -162,3 +162,68 @@ class TestSoftSAE:
             SoftSAE(D, F, k=4, k_max=F)
         with pytest.raises(SoftSAEError, match="estimator"):
             SoftSAE(D, F, k=4, estimator="huge")
+
+
+ARCH_MAKERS = {
+    "topk": lambda: TopKSAE(D, 256, k=5),
+    "batchtopk": lambda: BatchTopKSAE(D, 256, k=5),
+    "matryoshka": lambda: MatryoshkaSAE(D, 256, k=5),
+    "softsae_soft": lambda: SoftSAE(D, 256, k=5),
+    "softsae_hard": lambda: SoftSAE(D, 256, k=5, estimator="lean"),
+}
+
+
+def _step(name: str, sae, xn):
+    phase = "hard" if name == "softsae_hard" else "soft"
+    out = sae.train_output(xn, StepContext(phase=phase, alpha=1e-3, k_target=5.0))
+    loss = out.recon_loss if out.recon_loss is not None else (out.x_hat - xn).pow(2).sum()
+    return out, loss + sum(out.extra_losses.values())
+
+
+@pytest.mark.parametrize("name", list(ARCH_MAKERS))
+@pytest.mark.parametrize("planner", ["adaptive", "fixed"])
+def test_sparse_decoding_equals_the_dense_twin(name, planner, monkeypatch):
+    """Gathering through the selected latents gives the dense decoder's output and gradients."""
+    monkeypatch.setenv("SOFTSAE_SOFT_TOPK_PATH", planner)
+    xn = torch.randn(48, D, generator=torch.Generator().manual_seed(2))
+    results = []
+    for sparse in ("1", "0"):
+        monkeypatch.setenv("SOFTSAE_SPARSE_DECODE", sparse)
+        torch.manual_seed(0)
+        sae = ARCH_MAKERS[name]()
+        out, loss = _step(name, sae, xn)
+        loss.backward()
+        grads = {n: p.grad for n, p in sae.named_parameters() if p.grad is not None}
+        results.append((out.x_hat.detach(), out.codes.detach(), grads, sae.state_dict()))
+    (xs, cs, gs, ss), (xd, cd, gd, sd) = results
+    torch.testing.assert_close(xs, xd, atol=1e-5, rtol=1e-5)
+    assert torch.equal(cs, cd)
+    assert gs.keys() == gd.keys() and {"W_dec", "W_enc"} <= gs.keys()
+    for n in gs:
+        torch.testing.assert_close(gs[n], gd[n], atol=1e-5, rtol=1e-4)
+    for n in ss:  # buffers such as BatchTopK's threshold too
+        torch.testing.assert_close(ss[n], sd[n])
+
+
+@pytest.mark.parametrize("name", list(ARCH_MAKERS))
+def test_training_forward_and_backward_read_nothing_back(name, monkeypatch):
+    """No .item(), bool(tensor), nonzero or boolean-mask indexing in a step's model math."""
+    from tests._sync_probe import HostReads
+
+    monkeypatch.setenv("SOFTSAE_SOFT_TOPK_PATH", "fixed")
+    sae = ARCH_MAKERS[name]()
+    xn = torch.randn(32, D)
+    _step(name, sae, xn)  # BatchTopK: the threshold is set on the first step
+    with HostReads() as probe:
+        out, loss = _step(name, sae, xn)
+        loss.backward()
+    assert probe.found == []
+
+
+def test_inference_forward_uses_the_sparse_decoder(monkeypatch):
+    sae = SoftSAE(D, F, k=4)
+    x = torch.randn(9, D)
+    out = sae(x)
+    torch.testing.assert_close(out.x_hat, sae.decode(out.codes), atol=1e-5, rtol=1e-5)
+    topk = TopKSAE(D, F, k=4)
+    torch.testing.assert_close(topk(x).x_hat, topk.decode(topk.encode(x)), atol=1e-5, rtol=1e-5)

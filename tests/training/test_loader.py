@@ -1,0 +1,75 @@
+"""The read-ahead loader: same stream as the source, errors surface, threads stop."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from softsae_vision.data.arrays import ArraySource
+from softsae_vision.training.loader import Prefetcher, source_stream
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3])
+def test_yields_the_source_stream_in_order_and_resumes(depth):
+    source = ArraySource(torch.randn(500, 8))
+    expected = list(itertools.islice(source.batches(64, seed=3, start=0), 12))
+    with Prefetcher(source_stream(source, 64, 3, 0), CPU, depth) as loader:
+        got = list(itertools.islice(loader, 12))
+    assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+    with Prefetcher(source_stream(source, 64, 3, 5), CPU, depth) as loader:
+        assert torch.equal(next(loader), expected[5])
+
+
+class _Raw:
+    """A source offering its storage dtype: the loader prefers it and casts to fp32."""
+
+    def __init__(self):
+        self.data = np.random.default_rng(0).standard_normal((100, 4)).astype(np.float16)
+
+    def raw_batches(self, batch_size, seed, start=0):
+        for i in itertools.count(start):
+            j = (i * batch_size) % 100
+            yield self.data[j : j + batch_size]
+
+    def batches(self, batch_size, seed, start=0):
+        raise AssertionError("raw_batches should be used")
+
+
+def test_raw_storage_batches_are_cast_to_fp32():
+    src = _Raw()
+    with Prefetcher(source_stream(src, 10, 0, 2), CPU) as loader:
+        batch = next(loader)
+    assert batch.dtype == torch.float32
+    assert torch.equal(batch, torch.from_numpy(src.data[20:30]).float())
+
+
+def test_source_errors_reach_the_consumer_and_threads_stop():
+    def broken():
+        yield torch.zeros(2, 2)
+        raise ValueError("bad shard")
+
+    before = threading.active_count()
+    loader = Prefetcher(broken(), CPU, 2)
+    next(loader)
+    with pytest.raises(ValueError, match="bad shard"):
+        next(loader)
+    loader.close()
+    endless = Prefetcher((torch.zeros(2, 2) for _ in itertools.count()), CPU, 2)
+    next(endless)
+    endless.close()
+    assert threading.active_count() == before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_batches_are_pinned_sent_as_fp16_and_cast_on_the_device():
+    src = _Raw()
+    with Prefetcher(source_stream(src, 10, 0, 0), torch.device("cuda"), 2) as loader:
+        batch = next(loader)
+    assert batch.is_cuda and batch.dtype == torch.float32
+    assert torch.equal(batch.cpu(), torch.from_numpy(src.data[:10]).float())
