@@ -18,7 +18,7 @@ def add_parser(sub, name: str) -> None:
     )
     p.add_argument("--offline", action="store_true", help="do not try to download weights")
     p.add_argument("--images", default=None, help="image folder (default: the bundled photos)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per SAE")
+    p.add_argument("--steps", type=int, default=None, help="training steps per SAE (default: 600)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--synthetic",
