@@ -88,8 +88,9 @@ def render_complexity_scatter(
 
 
 def correlation_title(stats: dict) -> str:
-    """The Spearman correlation with its CI, named in full ("Spearman ρ = 0.41 [...]")."""
-    return "Spearman " + format_correlation(stats)
+    """Two lines: "Spearman ρ = 0.41" and "95% CI [0.22, 0.57], n = 120"."""
+    head, bracket, rest = format_correlation(stats).partition(" [")
+    return f"Spearman {head}" + (f"\n95% CI [{rest}" if bracket else "")
 
 
 def place_annotations(fig, offsets_pt=OFFSETS_PT) -> None:
@@ -129,7 +130,7 @@ def _thumbnail_strip(fig, thumbnails, k: NDArray, marked, n_low: int, symbol: st
     for pos, (ax, (letter, idx)) in enumerate(zip(axes, marked, strict=True)):
         show_image(ax, np.asarray(thumbnails[idx]))
         side = "low" if pos < n_low else "high"
-        ax.set_title(f"{letter}: {side} {symbol} = {k[idx]:.3g}", fontsize=7)
+        ax.set_title(f"{letter}: {side} {symbol} = {k[idx]:.1f}", fontsize=7)
 
 
 @styled

@@ -127,7 +127,7 @@ def test_complexity_scatter_and_density(tmp_path):
         measures, k, stats=stats, thumbnails=[image(i, 32) for i in range(n)], title="run"
     )
     titles = [a.get_title() for a in fig.axes]
-    assert any(t.startswith("Spearman ρ =") for t in titles)
+    assert any(t.startswith("Spearman ρ =") and "\n95% CI [" in t for t in titles)
     assert_figure(save_figure(fig, tmp_path / "scatter")[0], min_width=400)
     patch_k = RNG.uniform(10, 50, 500)
     fig = render_patch_density({"gradient": patch_k + RNG.normal(0, 5, 500)}, patch_k)
