@@ -149,9 +149,9 @@ def index_columns(n: int, max_cols: int = INDEX_COLUMNS) -> tuple[int, int]:
 def spotlight(image_HW3: NDArray, map_hw: NDArray, peak: float) -> NDArray[np.uint8]:
     """The image dimmed where the feature is silent, its heat map blended where it fires."""
     limits = Limits(0.0, peak if peak > 0 else 1.0)
-    blended = blend_heatmap(image_HW3, map_hw, limits, ACTIVATION_CMAP)
+    blended = blend_heatmap(image_HW3, map_hw, limits, ACTIVATION_CMAP, top=0.7)
     on_HW = blend_heatmap(np.zeros_like(image_HW3), map_hw, limits, ACTIVATION_CMAP).any(-1)
-    dim = np.where(on_HW[..., None], 1.0, 0.35)
+    dim = np.where(on_HW[..., None], 1.0, 0.45)
     return np.round(blended * dim).astype(np.uint8)
 
 

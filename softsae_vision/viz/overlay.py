@@ -94,14 +94,14 @@ def draw_overlay(
     return ScalarMappable(norm=norm, cmap=colormap(cmap))
 
 
-def value_opacity(values: NDArray) -> NDArray:
-    """Opacity of a heat map at normalised values in [0, 1]: 0 where silent, rising to 0.85.
+def value_opacity(values: NDArray, top: float = 0.85) -> NDArray:
+    """Opacity of a heat map at normalised values in [0, 1]: 0 where silent, rising to ``top``.
 
     Silent patches are fully transparent and weak ones faint, so the photo shows through
     except where the feature fires strongly.
     """
     values = np.clip(np.asarray(values, dtype=float), 0.0, 1.0)
-    return 0.85 * values**0.8
+    return top * values**0.8
 
 
 def add_colorbar(fig: Figure, mappable: ScalarMappable, label: str, *, ax=None, cax=None) -> None:
@@ -111,7 +111,12 @@ def add_colorbar(fig: Figure, mappable: ScalarMappable, label: str, *, ax=None, 
 
 
 def blend_heatmap(
-    image_HW3: NDArray, map_hw: NDArray, limits: Limits, cmap: str, alpha: float | None = None
+    image_HW3: NDArray,
+    map_hw: NDArray,
+    limits: Limits,
+    cmap: str,
+    alpha: float | None = None,
+    top: float = 0.85,
 ) -> NDArray[np.uint8]:
     """The overlay of :func:`draw_overlay` as an (H, W, 3) uint8 array, for thumbnails."""
     h, w = image_HW3.shape[:2]
@@ -120,7 +125,7 @@ def blend_heatmap(
     col_idx = np.repeat(np.arange(map_hw.shape[1]), np.diff(cols))
     values_HW = np.asarray(limits.norm()(map_hw[np.ix_(row_idx, col_idx)]).filled(0.0))
     colours_HW3 = colormap(cmap)(values_HW)[..., :3]
-    a = value_opacity(values_HW) if alpha is None else np.full(values_HW.shape, alpha)
+    a = value_opacity(values_HW, top) if alpha is None else np.full(values_HW.shape, alpha)
     out = (1 - a[..., None]) * image_HW3[..., :3] / 255.0 + a[..., None] * colours_HW3
     return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
 
