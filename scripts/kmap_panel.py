@@ -67,7 +67,7 @@ def main() -> None:
     rows = find_rows(views, args.images.split(","))
     maps = k_maps(pairing.sae, pairing.store, pairing.layer, rows=np.array(rows))
     captions = [
-        f"{views.name(r)}\n{maps.symbol} {k:.3g}" for r, k in zip(rows, maps.per_image, strict=True)
+        f"{views.name(r)}\n{maps.symbol} {k:.1f}" for r, k in zip(rows, maps.per_image, strict=True)
     ]
     fig = kmap_panel([views[r] for r in rows], maps.per_patch, captions, maps.label)
     for path in save_figure(fig, args.out):

@@ -2,21 +2,25 @@
 
 from softsae_vision._version import __version__
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.ops import hard_topk, soft_topk
-from softsae_vision.sae import (
-    BaseSAE,
-    BatchTopKSAE,
-    MatryoshkaSAE,
-    ReLUSAE,
-    SAEOutput,
-    SoftSAE,
-    TopKSAE,
-    load_sae,
-)
-from softsae_vision.training import TrainConfig, evaluate, train
 
-# Extraction pulls in timm and open_clip, rendering matplotlib: load those names on first use.
+# Every other name loads on first use, so that `softsae --help` and argument errors answer
+# without importing torch (and extraction's timm/open_clip, rendering's matplotlib).
 _LAZY = {
+    **dict.fromkeys(["hard_topk", "soft_topk"], "softsae_vision.ops"),
+    **dict.fromkeys(
+        [
+            "BaseSAE",
+            "BatchTopKSAE",
+            "MatryoshkaSAE",
+            "ReLUSAE",
+            "SAEOutput",
+            "SoftSAE",
+            "TopKSAE",
+            "load_sae",
+        ],
+        "softsae_vision.sae",
+    ),
+    **dict.fromkeys(["TrainConfig", "evaluate", "train"], "softsae_vision.training"),
     "load_backbone": "softsae_vision.backbones",
     "open_store": "softsae_vision.data.store",
     "StoreSource": "softsae_vision.data.store_source",
@@ -59,21 +63,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'softsae_vision' has no attribute {name!r}")
 
 
-__all__ = [
-    *_LAZY,
-    "BaseSAE",
-    "BatchTopKSAE",
-    "MatryoshkaSAE",
-    "ReLUSAE",
-    "SAEOutput",
-    "SoftSAE",
-    "SoftSAEError",
-    "TopKSAE",
-    "TrainConfig",
-    "__version__",
-    "evaluate",
-    "hard_topk",
-    "load_sae",
-    "soft_topk",
-    "train",
-]
+__all__ = [*_LAZY, "SoftSAEError", "__version__"]

@@ -18,7 +18,7 @@ def add_parser(sub, name: str) -> None:
     )
     p.add_argument("--offline", action="store_true", help="do not try to download weights")
     p.add_argument("--images", default=None, help="image folder (default: the bundled photos)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per SAE")
+    p.add_argument("--steps", type=int, default=None, help="training steps per SAE (default: 600)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--synthetic",
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
     import time
 
-    from softsae_vision.demo.images import DemoSettings, run_image_demo
+    from softsae_vision.demo.images import DemoSettings, run_image_demo, verdict
 
     settings = DemoSettings()
     if args.model:
@@ -73,8 +73,10 @@ def run(args: argparse.Namespace) -> int:
     for name in ("softsae", "topk"):
         m = result.summary[name]
         print(
-            f"{name:8s} FVU {m['fvu']:.3f}  mean L0 {m['l0_mean']:.2f} (K = {result.summary['k']})"
+            f"{name:8s} FVU {m['fvu']:.4f}  mean L0 {m['l0_mean']:.2f} (K = {result.summary['k']})"
+            f"  dead latents {100 * m['dead_frac']:.0f}%"
         )
+    print("\n".join(verdict(result.summary["comparison"])))
     print(f"done in {time.perf_counter() - start:.0f} s")
     print(f"report (SoftSAE and TopK side by side): {result.report}")
     return 0

@@ -10,7 +10,16 @@ from softsae_vision.cli.train import add_store_args, check_numbers
 
 
 def add_parser(sub, name: str) -> None:
-    p = sub.add_parser(name, help="evaluate an SAE run on held-out data")
+    p = sub.add_parser(
+        name,
+        help="evaluate an SAE run on held-out data",
+        description=(
+            "Reconstruction and sparsity metrics of a trained SAE on activations it did not "
+            "train on (FVU, cosine similarity, mean L0, dead latents; k̂ statistics for a "
+            "SoftSAE), pooled over DATA and, for a store, per token type. DATA is read at the "
+            "run's layer and token type unless --layer/--tokens say otherwise."
+        ),
+    )
     p.add_argument("run_dir", metavar="RUN", help="run directory (or its sae.safetensors)")
     p.add_argument("data", metavar="DATA", help=".npy file (N, d) or activation store directory")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")

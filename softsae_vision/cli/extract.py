@@ -38,8 +38,8 @@ def add_parser(sub, name: str) -> None:
         "--layers",
         type=_csv,
         default=["-1"],
-        help="comma-separated block indices (negative count from the end) and/or 'embed'; "
-        "default -1; write --layers=-1,6 when the list starts with a negative index",
+        help="comma-separated block indices (negative count from the end) and/or 'embed', "
+        "e.g. -1,6 (default: -1)",
     )
     p.add_argument(
         "--tokens",
@@ -49,7 +49,12 @@ def add_parser(sub, name: str) -> None:
     )
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--dtype", default="float16", choices=("float16", "float32"))
+    p.add_argument(
+        "--dtype",
+        default="float16",
+        choices=("float16", "float32"),
+        help="precision of the stored activations (float16 halves the disk space)",
+    )
     p.add_argument(
         "--precision",
         default=None,
@@ -72,9 +77,19 @@ def add_parser(sub, name: str) -> None:
     p.add_argument(
         "--workers", type=int, default=None, help="image decoding processes (default: all cores)"
     )
-    p.add_argument("--image-size", type=int, default=None, help="override the model input size")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="input size in pixels (default: the model's own)",
+    )
     p.add_argument("--no-pretrained", action="store_true", help="random (seeded) weights")
-    p.add_argument("--checkpoint", metavar="FILE", default=None, help="local weights file")
+    p.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        default=None,
+        help="local weights file (default: none; the pretrained weights)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(run=run)
 

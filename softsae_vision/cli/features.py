@@ -25,7 +25,12 @@ def add_parser(sub, name: str) -> None:
     )
     add_common(p)
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--features", type=feature_ids, default=None, help="ids, e.g. 3,17,40-42")
+    which.add_argument(
+        "--features",
+        type=feature_ids,
+        default=None,
+        help="ids, e.g. 3,17,40-42 (default: chosen by --select)",
+    )
     which.add_argument(
         "--select",
         choices=("top", "random", "rare"),

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     km = result.kmaps
     print(
         f"k maps of {len(km.rows)} images in {result.out}: per-image {km.symbol} "
-        f"mean {km.per_image.mean():.3g} (min {km.per_image.min():.3g}, "
-        f"max {km.per_image.max():.3g}); {result.cls_note}"
+        f"mean {km.per_image.mean():.1f} (min {km.per_image.min():.1f}, "
+        f"max {km.per_image.max():.1f}); {result.cls_note}"
     )
     return 0

@@ -24,7 +24,9 @@ def add_parser(sub, name: str) -> None:
         ),
     )
     add_common(p, pdf=False, several=True)
-    p.add_argument("--banner", default=None, help="warning shown at the top of the page")
+    p.add_argument(
+        "--banner", default=None, help="warning shown at the top of the page (default: none)"
+    )
     p.add_argument("--title", default=None, help="page title (default: from the run name)")
     p.add_argument("--n-features", type=int, default=12, help="features in the gallery")
     p.add_argument("--top", type=int, default=8, help="top images per feature")

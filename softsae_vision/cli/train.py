@@ -90,7 +90,7 @@ def add_parser(sub, name: str) -> None:
     )
     add_store_args(
         p,
-        layer_help="store layer (block index or 'embed')",
+        layer_help="store layer: block index or 'embed' (default: the store's only layer)",
         tokens_help="store token type to train on (default: patch, or embed for the embed layer)",
     )
     soft = p.add_argument_group("SoftSAE")
@@ -109,7 +109,12 @@ def add_parser(sub, name: str) -> None:
         help="k-estimator hidden width (default: n_latents for paper, 64 for lean)",
     )
     soft.add_argument("--alpha", type=float, default=1e-4, help="final soft top-k temperature")
-    soft.add_argument("--alpha-start", type=float, default=None, help="anneal α from this value")
+    soft.add_argument(
+        "--alpha-start",
+        type=float,
+        default=None,
+        help="anneal α from this value (default: no annealing)",
+    )
     soft.add_argument("--hard-frac", type=float, default=0.15, help="final hard-top-k fraction")
     p.add_argument("--l1-coeff", type=float, default=5e-3, help="L1 weight (relu arch)")
     p.add_argument(

@@ -54,6 +54,44 @@ class DemoResult:
     pretrained: bool
 
 
+NAMES = {"softsae": "SoftSAE", "topk": "TopK"}
+
+
+def compare(summary: dict, a: str = "softsae", b: str = "topk") -> dict:
+    """Which of two runs reconstructs better (lower FVU) and by how much, and their dead latents.
+
+    ``summary[name]`` is an :func:`evaluate` result. The FVU gap is relative to the worse run.
+    """
+    fvu = {name: float(summary[name]["fvu"]) for name in (a, b)}
+    better, worse = sorted((a, b), key=fvu.__getitem__)
+    gap = (fvu[worse] - fvu[better]) / fvu[worse] if fvu[worse] > 0 else 0.0
+    return {
+        "fvu_winner": better if gap > 1e-3 else "tie",
+        "fvu": fvu,
+        "fvu_gap_relative": gap,
+        "l0_mean": {name: float(summary[name]["l0_mean"]) for name in (a, b)},
+        "dead_frac": {name: float(summary[name]["dead_frac"]) for name in (a, b)},
+    }
+
+
+def verdict(comparison: dict) -> list[str]:
+    """The comparison in two sentences a reader can check against the numbers."""
+    fvu, l0, dead = comparison["fvu"], comparison["l0_mean"], comparison["dead_frac"]
+    a, b = list(fvu)
+    numbers = f"FVU {NAMES.get(a, a)} {fvu[a]:.4f}, {NAMES.get(b, b)} {fvu[b]:.4f}"
+    winner = comparison["fvu_winner"]
+    if winner == "tie":
+        first = f"Reconstruction is a tie ({numbers})"
+    else:
+        gap = 100 * comparison["fvu_gap_relative"]
+        first = f"{NAMES.get(winner, winner)} reconstructs better: {gap:.1f}% lower FVU ({numbers})"
+    second = (
+        f"mean L0 {l0[a]:.1f} vs {l0[b]:.1f}; dead latents {100 * dead[a]:.0f}% vs "
+        f"{100 * dead[b]:.0f}% ({NAMES.get(a, a)} vs {NAMES.get(b, b)})"
+    )
+    return [first + ",", second + "; measured on the demo's own training patches."]
+
+
 def load_demo_backbone(settings: DemoSettings, offline: bool, device: str):
     """The pretrained backbone if its weights can be had, else the same one with random weights."""
     from softsae_vision.backbones import load_backbone
@@ -140,5 +178,6 @@ def run_image_demo(
         device="cpu",
         progress=progress,
     )
+    summary["comparison"] = compare(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return DemoResult(report, report, summary, pretrained)

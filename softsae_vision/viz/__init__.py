@@ -22,7 +22,7 @@ from softsae_vision.viz.kmap_figures import (
     render_kmap_grid,
 )
 from softsae_vision.viz.kmaps import KMapsResult, compute_kmaps, write_kmaps
-from softsae_vision.viz.layout import image_grid
+from softsae_vision.viz.layout import image_grid, short_label
 from softsae_vision.viz.overlay import Limits, add_colorbar, blend_heatmap, draw_overlay, show_image
 from softsae_vision.viz.report import build_report
 from softsae_vision.viz.style import save_figure, styled
@@ -53,6 +53,7 @@ __all__ = [
     "render_patch_density",
     "render_training_curves",
     "save_figure",
+    "short_label",
     "show_image",
     "styled",
     "write_complexity",

@@ -73,7 +73,7 @@ class ComplexityResult:
         variable = variable or next(iter(self.image_stats))
         sym = QUANTITY_SYMBOLS[self.quantity]
         stats = self.image_stats[variable][measure]
-        return f"{sym} ({variable}) vs {measure}: {format_correlation(stats)}"
+        return f"{sym} ({variable}) vs {measure}: Spearman {format_correlation(stats)}"
 
 
 class _Thumbnails:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib import patheffects
+from matplotlib.colors import LogNorm
 from numpy.typing import NDArray
 
 from softsae_vision.analysis.complexity import MEASURE_LABELS
@@ -17,6 +18,12 @@ from softsae_vision.viz.overlay import show_image
 from softsae_vision.viz.style import DENSITY_CMAP, OKABE_ITO, new_figure, styled
 
 OUTLINE = [patheffects.withStroke(linewidth=2, foreground="white")]
+OFFSETS_PT = tuple(
+    (dx, dy)
+    for r in (4, 10, 16, 24)
+    for dx, dy in ((r, r), (r, -r - 6), (-r - 6, r), (-r - 6, -r - 6), (r + 2, -3), (-r - 8, -3))
+)
+"""Candidate label positions around a point (points, in order of preference)."""
 
 
 @styled
@@ -55,10 +62,11 @@ def render_complexity_scatter(
         x = np.asarray(measures[name], dtype=float)
         ax.scatter(x, k, s=10, color=colour, alpha=0.7, linewidths=0)
         for letter, idx in marked:
+            ax.scatter(x[idx], k[idx], s=22, facecolors="none", edgecolors="black", linewidths=0.8)
             ax.annotate(
                 letter,
                 (x[idx], k[idx]),
-                xytext=(3, 3),
+                xytext=(4, 4),
                 textcoords="offset points",
                 fontsize=7,
                 fontweight="bold",
@@ -67,14 +75,47 @@ def render_complexity_scatter(
         ax.set_xlabel(MEASURE_LABELS.get(name, name))
         ax.set_ylabel(k_label)
         if stats and name in stats:
-            ax.set_title(format_correlation(stats[name]), fontsize=8)
+            ax.set_title(correlation_title(stats[name]), fontsize=8)
     for ax in axes.ravel()[len(names) :]:
         ax.set_visible(False)
     if strip_fig is not None:
         _thumbnail_strip(strip_fig, thumbnails, k, marked, n_extreme, k_symbol)
     if title:
         fig.suptitle(title)
+    if marked:
+        place_annotations(fig)
     return fig
+
+
+def correlation_title(stats: dict) -> str:
+    """Two lines: "Spearman ρ = 0.41" and "95% CI [0.22, 0.57], n = 120"."""
+    head, bracket, rest = format_correlation(stats).partition(" [")
+    return f"Spearman {head}" + (f"\n95% CI [{rest}" if bracket else "")
+
+
+def place_annotations(fig, offsets_pt=OFFSETS_PT) -> None:
+    """Move each point label to the first offset where it overlaps no other label or title.
+
+    Candidates are tried in order around the point; the figure is drawn once to know the sizes.
+    """
+    renderer = fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") else None
+    if renderer is None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw_without_rendering()
+    for ax in fig.get_axes():
+        labels = [t for t in ax.texts if hasattr(t, "xyann")]
+        taken = [ax.title.get_window_extent(renderer)] if ax.get_title() else []
+        frame = ax.get_window_extent(renderer)
+        for label in labels:
+            for dx, dy in offsets_pt:
+                label.xyann = (dx, dy)
+                box = label.get_window_extent(renderer)
+                inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0
+                if inside and box.y1 <= frame.y1 and not any(box.overlaps(o) for o in taken):
+                    break
+            taken.append(label.get_window_extent(renderer))
 
 
 def _extremes(k: NDArray, n: int) -> list[tuple[str, int]]:
@@ -89,7 +130,7 @@ def _thumbnail_strip(fig, thumbnails, k: NDArray, marked, n_low: int, symbol: st
     for pos, (ax, (letter, idx)) in enumerate(zip(axes, marked, strict=True)):
         show_image(ax, np.asarray(thumbnails[idx]))
         side = "low" if pos < n_low else "high"
-        ax.set_title(f"{letter}: {side} {symbol} = {k[idx]:.3g}", fontsize=7)
+        ax.set_title(f"{letter}: {side} {symbol} = {k[idx]:.1f}", fontsize=7)
 
 
 @styled
@@ -111,13 +152,13 @@ def render_patch_density(
     image = None
     for ax, name in zip(axes, names, strict=True):
         x = np.asarray(measures[name], dtype=float).ravel()
-        _, _, _, image = ax.hist2d(x, k, bins=30, cmap=DENSITY_CMAP, cmin=1)
+        _, _, _, image = ax.hist2d(x, k, bins=30, cmap=DENSITY_CMAP, cmin=1, norm=LogNorm())
         ax.set_xlabel(MEASURE_LABELS.get(name, name))
         ax.set_ylabel(k_label)
         if stats and name in stats:
-            ax.set_title(format_correlation(stats[name]), fontsize=8)
+            ax.set_title(correlation_title(stats[name]), fontsize=8)
     cbar = fig.colorbar(image, ax=list(axes), shrink=0.9)
-    cbar.set_label("patches (count)")
+    cbar.set_label("patches per bin (log scale)")
     if title:
         fig.suptitle(title)
     return fig

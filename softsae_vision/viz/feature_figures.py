@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.viz.layout import image_grid
+from softsae_vision.viz.layout import GridSpecInches, image_grid, short_label
 from softsae_vision.viz.overlay import (
     Limits,
     add_colorbar,
@@ -21,6 +21,7 @@ from softsae_vision.viz.overlay import (
     outline_box,
     show_image,
     strongest_patch,
+    zoom_context,
     zoom_crop,
 )
 from softsae_vision.viz.style import ACTIVATION_CMAP, ACTIVATION_LABEL, styled
@@ -50,8 +51,8 @@ class FeatureSummary:
 
     def title(self) -> str:
         return (
-            f"feature {self.feature} · fires on {100 * self.frequency:.3g}% of {self.unit} · "
-            f"mean activation {self.mean_activation:.3g} when active"
+            f"feature {self.feature} · fires on {format_percent(self.frequency)} of {self.unit} · "
+            f"mean activation {self.mean_activation:.2f} when active"
         )
 
 
@@ -59,17 +60,26 @@ class FeatureSummary:
 def render_feature(summary: FeatureSummary, examples: Sequence[FeatureExample]):
     """A figure of a feature's top images, strongest first.
 
-    With per-patch maps each example shows the activation over the patch grid (colour bar in
-    activation units, shared by all panels) above a zoomed crop around its strongest patch;
-    image-level examples (CLS-token SAEs) show the whole images ranked by activation.
+    With per-patch maps each example is a column: the activation over the patch grid (colour
+    bar in activation units, shared by all panels; transparent where the feature is silent)
+    above a crop of the photo around its strongest patch, outlined. One row of titles gives
+    each example's activation; the image's name is written under its crop. Image-level examples
+    (CLS-token SAEs) show the whole images ranked by activation.
     """
     if not examples:
         raise SoftSAEError(f"feature {summary.feature} has no examples to draw")
     with_maps = examples[0].map_hw is not None
     n_cols = min(len(examples), MAX_COLUMNS)
     n_rows = math.ceil(len(examples) / n_cols)
+    panel_rows = n_rows * (2 if with_maps else 1)
     grid = image_grid(
-        n_rows * (2 if with_maps else 1), n_cols, colorbar=with_maps, title=summary.title()
+        panel_rows,
+        n_cols,
+        colorbar=with_maps,
+        title=summary.title(),
+        spec=GridSpecInches(caption=0.22, footer=0.2, row_label=0.2 if with_maps else 0.0),
+        row_captions=[r % 2 == 0 for r in range(panel_rows)] if with_maps else None,
+        row_footers=[r % 2 == 1 for r in range(panel_rows)] if with_maps else None,
     )
     limits = Limits.of(*(e.map_hw for e in examples if e.map_hw is not None), vmin=0.0)
     mappable, used = None, []
@@ -78,16 +88,22 @@ def render_feature(summary: FeatureSummary, examples: Sequence[FeatureExample]):
         if with_maps:
             top, bottom = grid.axes[2 * row, col], grid.axes[2 * row + 1, col]
             mappable = draw_overlay(top, ex.image, ex.map_hw, limits, ACTIVATION_CMAP)
-            crop, box = zoom_crop(ex.image, ex.map_hw.shape, strongest_patch(ex.map_hw))
+            context = zoom_context(ex.map_hw.shape)
+            crop, box = zoom_crop(ex.image, ex.map_hw.shape, strongest_patch(ex.map_hw), context)
             show_image(bottom, crop)
             outline_box(bottom, box)
-            bottom.set_title("zoom", fontsize=7)
             used += [top, bottom]
+            if col == 0:
+                top.set_ylabel("activation map", fontsize=7)
+                side = 2 * context + 1
+                bottom.set_ylabel(f"zoom: {side} × {side} patches", fontsize=7)
         else:
-            top = grid.axes[row, col]
+            bottom = top = grid.axes[row, col]
             show_image(top, ex.image)
             used.append(top)
-        top.set_title(_caption(idx, ex), fontsize=7)
+        top.set_title(f"#{idx + 1} · activation {ex.score:.2f}", fontsize=7)
+        if ex.label:
+            bottom.set_xlabel(short_label(ex.label), fontsize=7, labelpad=2)
     for ax in grid.axes.ravel():
         ax.set_visible(ax in used)
     if mappable is not None:
@@ -95,9 +111,12 @@ def render_feature(summary: FeatureSummary, examples: Sequence[FeatureExample]):
     return grid.fig
 
 
-def _caption(rank: int, ex: FeatureExample) -> str:
-    name = ex.label if len(ex.label) <= 18 else ex.label[:8] + "…" + ex.label[-9:]
-    return f"#{rank + 1}  {ex.score:.3g}" + (f"\n{name}" if name else "")
+def format_percent(fraction: float) -> str:
+    """A frequency as a percentage with two decimals ("12.50%", "0.03%", "<0.01%")."""
+    percent = 100 * fraction
+    if 0 < percent < 0.005:
+        return "<0.01%"
+    return f"{percent:.2f}%"
 
 
 def mosaic(tiles: Sequence[NDArray], n_side: int = 2, gap: int = 2) -> NDArray[np.uint8]:
@@ -113,38 +132,61 @@ def mosaic(tiles: Sequence[NDArray], n_side: int = 2, gap: int = 2) -> NDArray[n
     return out
 
 
+def index_columns(n: int, max_cols: int = INDEX_COLUMNS) -> tuple[int, int]:
+    """Columns and how many of ``n`` entries to draw so that no cell of the grid stays empty.
+
+    Prefers a column count in [max_cols - 2, max_cols] that divides ``n``; otherwise drops the
+    last entries of the final, incomplete row (they are the least selected).
+    """
+    if n <= max_cols:
+        return n, n
+    for cols in range(max_cols, max(max_cols - 3, 1), -1):
+        if n % cols == 0:
+            return cols, n
+    return max_cols, n - n % max_cols
+
+
+def spotlight(image_HW3: NDArray, map_hw: NDArray, peak: float) -> NDArray[np.uint8]:
+    """The image dimmed where the feature is silent, its heat map blended where it fires."""
+    limits = Limits(0.0, peak if peak > 0 else 1.0)
+    blended = blend_heatmap(image_HW3, map_hw, limits, ACTIVATION_CMAP, top=0.7)
+    on_HW = blend_heatmap(np.zeros_like(image_HW3), map_hw, limits, ACTIVATION_CMAP).any(-1)
+    dim = np.where(on_HW[..., None], 1.0, 0.45)
+    return np.round(blended * dim).astype(np.uint8)
+
+
 @styled
 def render_feature_index(entries: Sequence[tuple[FeatureSummary, Sequence[FeatureExample]]]):
     """Many features at a glance: each cell is a 2x2 mosaic of a feature's top images.
 
     Activations are drawn relative to each feature's own maximum (features differ in scale),
-    and the colour bar says so.
+    and the colour bar says so; where a feature is silent the photo is dimmed, so its heat map
+    stands out on any image. The grid has no empty cells (see :func:`index_columns`).
     """
     entries = [(s, ex) for s, ex in entries if ex]
     if not entries:
         raise SoftSAEError("no features with examples to draw in the index")
-    n_cols = min(len(entries), INDEX_COLUMNS)
+    n_cols, n_drawn = index_columns(len(entries))
+    entries = entries[:n_drawn]
     has_maps = entries[0][1][0].map_hw is not None
     grid = image_grid(
         math.ceil(len(entries) / n_cols),
         n_cols,
         colorbar=has_maps,
-        title="top images per feature (% = firing frequency)",
+        title="top 4 images per feature (% = share of patches on which it fires)"
+        if has_maps
+        else "top 4 images per feature (% = share of images on which it fires)",
+        spec=GridSpecInches(panel=2.1, caption=0.25, gap=0.12),
     )
-    relative = Limits(0.0, 1.0)
     for ax, (summary, examples) in zip(grid.axes.ravel(), entries, strict=False):
         tiles = []
         peak = max(float(np.max(e.map_hw)) if e.map_hw is not None else 0.0 for e in examples)
         for ex in examples[:4]:
-            if ex.map_hw is None:
-                tiles.append(ex.image)
-            else:
-                scaled = ex.map_hw / peak if peak > 0 else ex.map_hw
-                tiles.append(blend_heatmap(ex.image, scaled, relative, ACTIVATION_CMAP))
+            tiles.append(ex.image if ex.map_hw is None else spotlight(ex.image, ex.map_hw, peak))
         show_image(ax, mosaic(tiles))
-        ax.set_title(f"#{summary.feature} · {100 * summary.frequency:.2g}%", fontsize=7)
+        ax.set_title(f"feature {summary.feature} · {format_percent(summary.frequency)}", fontsize=8)
     grid.hide_unused(len(entries))
     if has_maps:
-        mappable = ScalarMappable(norm=relative.norm(), cmap=ACTIVATION_CMAP)
+        mappable = ScalarMappable(norm=Limits(0.0, 1.0).norm(), cmap=ACTIVATION_CMAP)
         add_colorbar(grid.fig, mappable, "activation / feature's maximum", cax=grid.cbar_ax)
     return grid.fig

@@ -11,11 +11,11 @@ from numpy.typing import NDArray
 
 from softsae_vision.analysis.labels import K_HAT_LABEL
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.viz.layout import image_grid
+from softsae_vision.viz.layout import GridSpecInches, image_grid
 from softsae_vision.viz.overlay import Limits, add_colorbar, draw_overlay, show_image
 from softsae_vision.viz.style import K_CMAP, OKABE_ITO, new_figure, styled
 
-KMAP_ALPHA = 0.6
+KMAP_ALPHA = 0.85
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,8 @@ class KMapPanel:
 
     image: NDArray  # (H, W, 3) uint8: the model's view
     k_hw: NDArray  # (h, w) float
-    caption: str = ""
+    caption: str = ""  # above the photo: usually the image's name
+    value: str = ""  # above the map: usually the image's k, e.g. "k̂ 12.3"
 
 
 @styled
@@ -39,10 +40,20 @@ def render_kmap(panel: KMapPanel, *, limits: Limits | None = None, label: str = 
     ax_img, ax_map = grid.axes[0]
     show_image(ax_img, panel.image)
     ax_img.set_title("model's view")
-    mappable = draw_overlay(ax_map, panel.image, panel.k_hw, limits, K_CMAP, alpha=KMAP_ALPHA)
-    ax_map.set_title("k per patch")
+    mappable = draw_kmap(ax_map, panel.image, panel.k_hw, limits)
+    ax_map.set_title(panel.value or "k per patch")
     add_colorbar(grid.fig, mappable, label, cax=grid.cbar_ax)
     return grid.fig
+
+
+def draw_kmap(ax, image_HW3: NDArray, k_hw: NDArray, limits: Limits):
+    """A k map drawn over a faint copy of the photo (for orientation); returns the mappable.
+
+    The map is opaque enough to read its colour exactly; the photo itself is shown unobscured
+    in the panel beside it.
+    """
+    faint = (255 - (255 - image_HW3[..., :3].astype(float)) * 0.35).astype(np.uint8)
+    return draw_overlay(ax, faint, k_hw, limits, K_CMAP, alpha=KMAP_ALPHA)
 
 
 @styled
@@ -54,17 +65,32 @@ def render_kmap_grid(
     label: str = K_HAT_LABEL,
     n_cols: int = 4,
 ):
-    """Several k maps on one shared colour scale (e.g. the lowest- or highest-k images)."""
+    """Several images, each beside its k map, on one shared colour scale.
+
+    ``n_cols`` is the number of image/map pairs per row. Each photo is shown untouched with its
+    caption above; its map (over a faint copy of the photo) carries ``value`` above.
+    """
     if not panels:
         raise SoftSAEError("no images to draw in the k-map grid")
     limits = limits or k_limits(*(p.k_hw for p in panels))
     n_cols = min(n_cols, len(panels))
-    grid = image_grid(math.ceil(len(panels) / n_cols), n_cols, colorbar=True, title=title)
+    grid = image_grid(
+        math.ceil(len(panels) / n_cols),
+        2 * n_cols,
+        colorbar=True,
+        title=title,
+        spec=GridSpecInches(caption=0.24, pair_gap=0.22),
+    )
     mappable = None
-    for ax, panel in zip(grid.axes.ravel(), panels, strict=False):
-        mappable = draw_overlay(ax, panel.image, panel.k_hw, limits, K_CMAP, alpha=KMAP_ALPHA)
-        ax.set_title(panel.caption, fontsize=7)
-    grid.hide_unused(len(panels))
+    for i, panel in enumerate(panels):
+        row, col = divmod(i, n_cols)
+        ax_img, ax_map = grid.axes[row, 2 * col], grid.axes[row, 2 * col + 1]
+        show_image(ax_img, panel.image)
+        ax_img.set_title(panel.caption, fontsize=7)
+        mappable = draw_kmap(ax_map, panel.image, panel.k_hw, limits)
+        ax_map.set_title(panel.value, fontsize=7)
+    for ax in grid.axes.ravel()[2 * len(panels) :]:
+        ax.set_visible(False)
     add_colorbar(grid.fig, mappable, label, cax=grid.cbar_ax)
     return grid.fig
 
@@ -101,8 +127,18 @@ def render_k_distribution(
         ax.set_ylabel("count")
         if target is not None:
             ax.axvline(target, color="black", linestyle="--", linewidth=1, label=f"K = {target:g}")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(frameon=False)
+    handles: dict[str, object] = {}
+    for ax in (ax_patch, ax_image):
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(name, handle)
+    if handles:  # one legend below the panels, never over the bars
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc="outside lower center",
+            ncols=len(handles),
+            frameon=False,
+        )
     return fig
 
 

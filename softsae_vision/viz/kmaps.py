@@ -28,6 +28,7 @@ from softsae_vision.viz.kmap_figures import (
     render_kmap,
     render_kmap_grid,
 )
+from softsae_vision.viz.layout import short_label
 from softsae_vision.viz.style import FIGURE_FORMATS, save_figure
 
 
@@ -76,13 +77,12 @@ def compute_kmaps(
     return maps, note
 
 
-def image_caption(maps: KMaps, i: int, name: str) -> str:
-    """Two lines, "name" and "k̂ 12.3" (+ " · CLS 11.0"), for image ``i`` of ``maps``."""
-    name = name if len(name) <= 22 else name[:10] + "…" + name[-11:]
-    text = f"{name}\n{maps.symbol} {maps.per_image[i]:.3g}"
+def image_caption(maps: KMaps, i: int, name: str) -> tuple[str, str]:
+    """The image's short name and its k ("k̂ 12.3", + " · CLS 11.0"), one decimal throughout."""
+    text = f"{maps.symbol} {maps.per_image[i]:.1f}"
     if maps.cls is not None:
-        text += f" · CLS {maps.cls[i]:.3g}"
-    return text
+        text += f" · CLS {maps.cls[i]:.1f}"
+    return short_label(name, 20), text
 
 
 def write_kmaps(
@@ -143,7 +143,8 @@ def write_kmaps(
 
 def _panel(kmaps: KMaps, views: ImageViews, i: int) -> KMapPanel:
     row = int(kmaps.rows[i])
-    return KMapPanel(views[row], kmaps.per_patch[i], image_caption(kmaps, i, views.name(row)))
+    name, value = image_caption(kmaps, i, views.name(row))
+    return KMapPanel(views[row], kmaps.per_patch[i], name, value)
 
 
 def _save(result: KMapsResult, name: str, fig) -> None:

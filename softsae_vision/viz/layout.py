@@ -28,6 +28,9 @@ class GridSpecInches:
     gap: float = 0.08  # horizontal gap between panels
     margin: float = 0.1  # outer margin
     colorbar: float = 0.75  # width of the colour-bar column (bar, ticks and label)
+    footer: float = 0.0  # space below a panel for a label under it (rows that have one)
+    row_label: float = 0.0  # space left of the first column for row labels
+    pair_gap: float = 0.0  # extra gap after every second column (image/map pairs)
 
 
 @dataclass
@@ -51,38 +54,62 @@ def image_grid(
     colorbar: bool,
     title: str | None = None,
     spec: GridSpecInches | None = None,
+    row_captions: list[bool] | None = None,
+    row_footers: list[bool] | None = None,
 ) -> ImageGrid:
     """A figure of equal square panels under ``title`` (wrapped to the figure's width).
 
-    The colour-bar axis (if any) spans the panel rows on the right.
+    Each row has room for a caption above its panels (unless ``row_captions[r]`` is false: then
+    only a small gap) and, where ``row_footers[r]`` is true, ``spec.footer`` below them. The
+    colour-bar axis (if any) spans the panel rows on the right.
     """
     s = spec or GridSpecInches()
-    cell_h = s.panel + s.caption
-    width = 2 * s.margin + cols * s.panel + (cols - 1) * s.gap + (s.colorbar if colorbar else 0)
+    captions = row_captions if row_captions is not None else [True] * rows
+    footers = row_footers if row_footers is not None else [s.footer > 0] * rows
+    row_h = [
+        (s.caption if cap else s.gap) + s.panel + (s.footer if foot else 0.0)
+        for cap, foot in zip(captions, footers, strict=True)
+    ]
+    x0 = s.margin + s.row_label
+    lefts = [x0 + c * (s.panel + s.gap) + (c // 2) * s.pair_gap for c in range(cols)]
+    width = lefts[-1] + s.panel + s.margin + (s.colorbar if colorbar else 0)
     lines = wrap_title(title, width) if title else []
     title_h = TITLE_LINE * len(lines) + (0.12 if lines else 0)
-    height = 2 * s.margin + rows * cell_h + title_h
+    height = 2 * s.margin + sum(row_h) + title_h
     fig = Figure(figsize=(width, height))
     if lines:
         fig.suptitle("\n".join(lines), y=1 - s.margin / height, va="top")
     top = height - s.margin - title_h
     axes = np.empty((rows, cols), dtype=object)
+    y = top
     for r in range(rows):
-        for c in range(cols):
-            left = s.margin + c * (s.panel + s.gap)
-            bottom = top - (r + 1) * cell_h
+        bottom = y - (s.caption if captions[r] else s.gap) - s.panel
+        for c, left in enumerate(lefts):
             axes[r, c] = fig.add_axes(
                 (left / width, bottom / height, s.panel / width, s.panel / height)
             )
+        y -= row_h[r]
     cbar_ax = None
     if colorbar:
-        left = s.margin + cols * s.panel + (cols - 1) * s.gap + 0.12
-        span = rows * cell_h - s.caption
-        bottom = top - rows * cell_h
-        cbar_ax = fig.add_axes((left / width, bottom / height, 0.12 / width, span / height))
+        left = lefts[-1] + s.panel + 0.12
+        first_top = top - (s.caption if captions[0] else s.gap)
+        last_bottom = y + (s.footer if footers[-1] else 0.0)
+        cbar_ax = fig.add_axes(
+            (left / width, last_bottom / height, 0.12 / width, (first_top - last_bottom) / height)
+        )
     return ImageGrid(fig, axes, cbar_ax)
 
 
 def wrap_title(text: str, width_in: float) -> list[str]:
     """``text`` wrapped into lines that fit a figure ``width_in`` inches wide."""
     return textwrap.wrap(text, max(16, int(width_in * CHARS_PER_INCH))) or [""]
+
+
+def short_label(name: str, max_chars: int = 18) -> str:
+    """A file name without folders and extension, shortened in the middle to ``max_chars``."""
+    stem = name.replace("\\", "/").rsplit("/", 1)[-1]
+    stem = stem.rsplit(".", 1)[0] if "." in stem[1:] else stem
+    if len(stem) <= max_chars:
+        return stem
+    head = (max_chars - 1) // 2
+    return stem[:head] + "…" + stem[-(max_chars - 1 - head) :]

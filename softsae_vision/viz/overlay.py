@@ -21,6 +21,14 @@ from numpy.typing import NDArray
 from softsae_vision.analysis.complexity import patch_bounds
 from softsae_vision.viz.style import colormap
 
+PAD_GREY = 200
+"""Fill of crops beyond the image border: light grey, distinct from white skies and paper."""
+
+
+def zoom_context(grid: tuple[int, int]) -> int:
+    """Patches of context on each side of a zoom crop: about a third of the image in all."""
+    return max(1, round(min(grid) / 6))
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -72,7 +80,7 @@ def draw_overlay(
     h, w = image_HW3.shape[:2]
     norm = limits.norm()
     if alpha is None:
-        opacity = 0.85 * np.sqrt(np.nan_to_num(norm(map_hw).filled(0.0)))
+        opacity = value_opacity(np.nan_to_num(norm(map_hw).filled(0.0)))
     else:
         opacity = np.full(map_hw.shape, float(alpha))
     ax.imshow(
@@ -86,6 +94,16 @@ def draw_overlay(
     return ScalarMappable(norm=norm, cmap=colormap(cmap))
 
 
+def value_opacity(values: NDArray, top: float = 0.85) -> NDArray:
+    """Opacity of a heat map at normalised values in [0, 1]: 0 where silent, rising to ``top``.
+
+    Silent patches are fully transparent and weak ones faint, so the photo shows through
+    except where the feature fires strongly.
+    """
+    values = np.clip(np.asarray(values, dtype=float), 0.0, 1.0)
+    return top * values**0.8
+
+
 def add_colorbar(fig: Figure, mappable: ScalarMappable, label: str, *, ax=None, cax=None) -> None:
     """A colour bar (in ``cax``, or beside ``ax``) with its unit as the label; never unlabelled."""
     cbar = fig.colorbar(mappable, ax=ax, cax=cax, shrink=1.0 if cax is not None else 0.9)
@@ -93,7 +111,12 @@ def add_colorbar(fig: Figure, mappable: ScalarMappable, label: str, *, ax=None, 
 
 
 def blend_heatmap(
-    image_HW3: NDArray, map_hw: NDArray, limits: Limits, cmap: str, alpha: float | None = None
+    image_HW3: NDArray,
+    map_hw: NDArray,
+    limits: Limits,
+    cmap: str,
+    alpha: float | None = None,
+    top: float = 0.85,
 ) -> NDArray[np.uint8]:
     """The overlay of :func:`draw_overlay` as an (H, W, 3) uint8 array, for thumbnails."""
     h, w = image_HW3.shape[:2]
@@ -102,7 +125,7 @@ def blend_heatmap(
     col_idx = np.repeat(np.arange(map_hw.shape[1]), np.diff(cols))
     values_HW = np.asarray(limits.norm()(map_hw[np.ix_(row_idx, col_idx)]).filled(0.0))
     colours_HW3 = colormap(cmap)(values_HW)[..., :3]
-    a = 0.85 * np.sqrt(values_HW) if alpha is None else np.full(values_HW.shape, alpha)
+    a = value_opacity(values_HW, top) if alpha is None else np.full(values_HW.shape, alpha)
     out = (1 - a[..., None]) * image_HW3[..., :3] / 255.0 + a[..., None] * colours_HW3
     return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
 
@@ -121,15 +144,28 @@ def patch_box(shape_HW: tuple[int, int], grid: tuple[int, int], patch: tuple[int
 
 
 def zoom_crop(
-    image_HW3: NDArray, grid: tuple[int, int], patch: tuple[int, int], context: int = 1
+    image_HW3: NDArray,
+    grid: tuple[int, int],
+    patch: tuple[int, int],
+    context: int = 1,
+    fill: int = PAD_GREY,
 ) -> tuple[NDArray, tuple[int, int, int, int]]:
-    """Crop ``context`` patches around ``patch``; return it and the patch box inside the crop."""
-    shape, (gh, gw), (i, j) = image_HW3.shape[:2], grid, patch
-    top, _, left, _ = patch_box(shape, grid, (max(i - context, 0), max(j - context, 0)))
-    last = (min(i + context, gh - 1), min(j + context, gw - 1))
-    _, bottom, _, right = patch_box(shape, grid, last)
-    t, b, l, r = patch_box(shape, grid, patch)
-    return image_HW3[top:bottom, left:right], (t - top, b - top, l - left, r - left)
+    """A crop of ``context`` patches on every side of ``patch``; return it and the patch's box.
+
+    Every crop of an image has the same size, (2·context + 1) patches square: at the image's
+    border the missing part is padded with ``fill`` (grey), never cut, so the patch is always
+    in the centre and crops of several images line up.
+    """
+    (H, W), (gh, gw) = image_HW3.shape[:2], grid
+    t, b, l, r = patch_box((H, W), grid, patch)
+    ph, pw = -(-H // gh), -(-W // gw)  # the largest patch size (patch_bounds rounds)
+    size_h, size_w = (2 * context + 1) * ph, (2 * context + 1) * pw
+    top = (t + b) // 2 - size_h // 2
+    left = (l + r) // 2 - size_w // 2
+    padded = np.full((H + 2 * size_h, W + 2 * size_w, 3), fill, dtype=image_HW3.dtype)
+    padded[size_h : size_h + H, size_w : size_w + W] = image_HW3[..., :3]
+    crop = padded[top + size_h : top + 2 * size_h, left + size_w : left + 2 * size_w]
+    return crop, (t - top, b - top, l - left, r - left)
 
 
 def outline_box(ax: Axes, box: tuple[int, int, int, int]) -> None:

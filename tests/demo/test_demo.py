@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from softsae_vision.cli import main
-from softsae_vision.demo.images import ASSETS, DemoSettings, run_image_demo
+from softsae_vision.demo.images import ASSETS, DemoSettings, compare, run_image_demo, verdict
 
 SMALL = DemoSettings(
     model="timm/test_vit",
@@ -45,6 +45,9 @@ def test_image_demo_writes_reports_whose_links_all_exist(tmp_path):
         for link in links:
             assert not link.startswith(("http:", "https:", "/")), link
             assert (report.parent / link).exists(), link
+    comparison = result.summary["comparison"]
+    assert comparison["fvu_winner"] in ("softsae", "topk", "tie")
+    assert comparison["fvu"]["topk"] == result.summary["topk"]["fvu"]
     assert result.summary["softsae"]["l0_mean"] == pytest.approx(4, rel=0.25)
     assert result.summary["topk"]["l0_mean"] <= 4
 
@@ -69,3 +72,19 @@ def test_synthetic_demo_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "softsae" in out and "topk" in out and "Spearman" in out
     assert (tmp_path / "summary.json").exists()
+
+
+def test_verdict_names_the_winner_and_the_gap():
+    summary = {
+        "softsae": {"fvu": 0.0235, "l0_mean": 16.0, "dead_frac": 0.22},
+        "topk": {"fvu": 0.0225, "l0_mean": 16.0, "dead_frac": 0.41},
+    }
+    comparison = compare(summary)
+    assert comparison["fvu_winner"] == "topk"
+    assert comparison["fvu_gap_relative"] == pytest.approx(0.001 / 0.0235)
+    text = " ".join(verdict(comparison))
+    assert text.startswith("TopK reconstructs better: 4.3% lower FVU")
+    assert "dead latents 22% vs 41%" in text
+    summary["topk"]["fvu"] = 0.02351
+    assert compare(summary)["fvu_winner"] == "tie"
+    assert "tie" in verdict(compare(summary))[0]
