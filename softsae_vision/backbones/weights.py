@@ -30,6 +30,10 @@ T = TypeVar("T")
 PROBE_TIMEOUT_S = 3.0
 RANDOM_INIT_SEED = 0
 """Seed for ``--no-pretrained`` weights, so that re-runs (and resumed extractions) agree."""
+RANDOM_LAYER_SCALE = 1.0
+"""LayerScale gain of random-weight models. DINOv2-style models initialise it to 1e-5 (a trick
+for training from scratch), which with random weights leaves every block nearly the identity;
+1.0 is the gain of a ViT without LayerScale, so each random block changes its input."""
 
 
 def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
@@ -95,10 +99,30 @@ def load_pretrained(name: str, load: Callable[[], T]) -> T:
 
 
 def build_random(build: Callable[[], T]) -> T:
-    """Call ``build`` (random init) under a fixed seed, leaving the global RNG untouched."""
+    """Call ``build`` (random init) under a fixed seed, leaving the global RNG untouched.
+
+    LayerScale gains of the result are set to :data:`RANDOM_LAYER_SCALE`.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)
-        return build()
+        model = build()
+    if isinstance(model, torch.nn.Module):
+        unit_layer_scale(model)
+    return model
+
+
+def unit_layer_scale(model: torch.nn.Module) -> int:
+    """Set every LayerScale gain (timm's and open_clip's ``.gamma``) to RANDOM_LAYER_SCALE."""
+    n = 0
+    with torch.no_grad():
+        for module in model.modules():
+            gamma = getattr(module, "gamma", None)
+            if type(module).__name__.startswith("LayerScale") and isinstance(gamma, torch.Tensor):
+                gamma.fill_(RANDOM_LAYER_SCALE)
+                n += 1
+    if n:
+        logger.debug("random weights: %d LayerScale gains set to %g", n, RANDOM_LAYER_SCALE)
+    return n
 
 
 def checkpoint_id(path: str | os.PathLike) -> str:
