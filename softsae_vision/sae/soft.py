@@ -20,6 +20,8 @@ Differences from the reference code, each deliberate:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -28,10 +30,14 @@ from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops import hard_topk
 from softsae_vision.ops._soft_topk_sparse import soft_topk_product
 from softsae_vision.sae.base import BaseSAE, SAEOutput, StepContext, TrainOutput, register_sae
+from softsae_vision.sae.k_targets import activation_allocation, allocate, marginal_gains
 from softsae_vision.sae.topk import check_k
 
 ESTIMATORS = ("paper", "lean")
+K_SIGNALS = ("soft", "gain", "batch")
 LEAN_HIDDEN = 64
+TARGET_ROWS = 1024
+"""Rows per step for which the k target is computed (bounds its (rows, k_max, d) gather)."""
 
 
 @register_sae("softsae")
@@ -58,6 +64,7 @@ class SoftSAE(BaseSAE):
         k_loss_coeff: float = 1.0,
         k_loss_beta: float = 5.0,
         selection_grad: bool = False,
+        k_signal: str = "gain",
         seed: int | None = None,
     ) -> None:
         super().__init__(d_in, n_latents, seed)
@@ -79,6 +86,9 @@ class SoftSAE(BaseSAE):
         self.k_loss_coeff = float(k_loss_coeff)
         self.k_loss_beta = float(k_loss_beta)
         self.selection_grad = bool(selection_grad)
+        if k_signal not in K_SIGNALS:
+            raise SoftSAEError(f"k_signal must be one of {K_SIGNALS}, got {k_signal!r}")
+        self.k_signal = k_signal
         d_est = d_in if estimator == "paper" else n_latents
         self.k_estimator = nn.Sequential(nn.Linear(d_est, hidden), nn.ReLU(), nn.Linear(hidden, 1))
         with torch.no_grad():
@@ -101,6 +111,7 @@ class SoftSAE(BaseSAE):
             "k_loss_coeff": self.k_loss_coeff,
             "k_loss_beta": self.k_loss_beta,
             "selection_grad": self.selection_grad,
+            "k_signal": self.k_signal,
         }
 
     # ------------------------------------------------------------------ k estimator
@@ -111,7 +122,9 @@ class SoftSAE(BaseSAE):
                 # The estimator's gradient also reaches b_dec here, as in the paper. Detaching
                 # b_dec would save a (B, d, h) matmul but made k-recovery seed-fragile
                 # (Spearman 0.68-0.88 instead of 0.90-0.92 over three seeds).
-                h = (xn_BD - self.b_dec).float()
+                # With a target signal the estimator must not move the SAE: b_dec detached.
+                b_dec = self.b_dec if self.k_signal == "soft" else self.b_dec.detach()
+                h = (xn_BD - b_dec).float()
             else:
                 h = (z_BF if z_BF is not None else self.pre_acts(xn_BD)).detach().float()
             return self.k_estimator(h).squeeze(-1)
@@ -150,6 +163,8 @@ class SoftSAE(BaseSAE):
                 k_hat_B = self.predict_k_normalized(xn_BD, z_BF)
             codes_BF = self.hard_select(z_BF, k_hat_B)
             return TrainOutput(self.decode_normalized(codes_BF), codes_BF, z_BF, k_hat=k_hat_B)
+        if self.k_signal != "soft":
+            return self._train_output_target(xn_BD, z_BF, ctx)
         k_hat_B = self.predict_k_normalized(xn_BD, z_BF)
         # By default the weights see the latents detached: with α far below the latents' scale,
         # ∂p/∂z is a spike of height ~1/α at the threshold that swamps (and, through gradient
@@ -163,6 +178,36 @@ class SoftSAE(BaseSAE):
             z_BF,
             extra_losses={"k": self.k_loss_coeff * k_loss},
             k_hat=k_hat_B.detach(),
+        )
+
+    def k_targets(self, xn_BD: Tensor, z_BF: Tensor, mean_k: float) -> Tensor:
+        """Per-input target k* (B,) with batch mean about ``mean_k`` (see ``k_targets.py``)."""
+        if self.k_signal == "batch":
+            return activation_allocation(z_BF, mean_k)
+        width = int(min(self.n_latents, math.ceil(self.k_max)))
+        gains_BM = marginal_gains(z_BF, xn_BD - self.b_dec, self.W_dec, width)
+        return allocate(gains_BM, mean_k)
+
+    def _train_output_target(self, xn_BD: Tensor, z_BF: Tensor, ctx: StepContext) -> TrainOutput:
+        """Soft phase with the estimator regressed on per-input targets k* (log scale).
+
+        The codes use k̂ detached (the encoder trains on the selection as a TopK encoder does);
+        the estimator learns log k̂ → log k*, with k* the batch's best allocation of the mean
+        budget ``ctx.k_target`` by marginal reconstruction gain.
+        """
+        rows = min(len(xn_BD), TARGET_ROWS)
+        logits_B = self.k_logits(xn_BD, z_BF)
+        target_R = self.k_targets(xn_BD[:rows], z_BF[:rows].detach(), ctx.k_target)
+        log_k_R = math.log(self.k_max) + F.logsigmoid(logits_B[:rows] + self.k_calibration)
+        k_loss = (log_k_R - target_R.clamp_min(1.0).log()).square().mean()
+        k_hat_B = self.k_from_logits(logits_B.detach())
+        codes_BF = soft_topk_product(z_BF, k_hat_B, ctx.alpha, self.selection_grad)
+        return TrainOutput(
+            self.decode_normalized(codes_BF),
+            codes_BF,
+            z_BF,
+            extra_losses={"k": self.k_loss_coeff * k_loss},
+            k_hat=k_hat_B,
         )
 
     @torch.no_grad()
