@@ -19,7 +19,6 @@ page). ``--quick`` runs a reduced suite in a few minutes on two CPU cores (tests
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import tempfile
@@ -33,13 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from science_models import MODELS, QUICK_MODELS, build  # noqa: E402
 from science_regimes import QUICK_REGIMES, REGIMES, Regime  # noqa: E402
-from science_report import write_results  # noqa: E402
+from science_report import max_loss_ratio, write_results  # noqa: E402
 
 from softsae_vision.analysis.stats import correlate  # noqa: E402
 from softsae_vision.training import evaluate, train  # noqa: E402
-
-WARMUP_FRAC = 0.1
-"""Logged losses before this fraction of the run are not checked for spikes."""
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -47,20 +43,6 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     return float(correlate(a, b, n_boot=0, n_perm=0)["spearman"]["r"])
-
-
-def max_loss_ratio(metrics_path: Path, steps: int) -> float:
-    """Largest logged loss after warm-up over the running median of the losses before it."""
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines()]
-    losses = [(r["step"], r["loss"]) for r in rows]
-    worst = 0.0
-    for i, (step, loss) in enumerate(losses):
-        if step < WARMUP_FRAC * steps or i < 3:
-            continue
-        median = float(np.median([v for _, v in losses[:i]]))
-        if median > 0:
-            worst = max(worst, loss / median)
-    return worst
 
 
 def run_model(name: str, regime: Regime, x_train, x_test, n_test, steps: int, workdir: Path):

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from science_models import build
+from science_report import max_loss_ratio
 
 from softsae_vision.analysis.complexity_table import correlate_patches, store_complexity
 from softsae_vision.analysis.kstats import k_maps
@@ -123,7 +124,8 @@ def measure_set(
                 "adam_betas": tuple(cfg.adam_betas),
             }
         )
-        train(sae, source, cfg, progress=False)
+        run_dir = workdir / f"run-{name}-{model}"
+        train(sae, source, cfg, run_dir=run_dir, progress=False)
         sae = sae.cpu().eval()
         metrics = evaluate(sae, source.iter_eval(4096), device="cpu")
         maps = k_maps(sae, source.store, source.layer)
@@ -135,6 +137,7 @@ def measure_set(
             "l0_mean": metrics["l0_mean"],
             "fvu": metrics["fvu"],
             "quantity": maps.quantity,
+            "max_loss_ratio": max_loss_ratio(run_dir / "metrics.jsonl", cfg.steps),
             "image_jpeg_bpp": _spearman_ci(table.image["jpeg_bpp"], per_image, 1000),
             "image_gradient": _spearman_ci(table.image["gradient"], per_image, 1000),
         }

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from softsae_vision._io import write_json_atomic, write_text_atomic
+
+WARMUP_FRAC = 0.1
+"""Logged losses before this fraction of the run are not checked for spikes."""
+
+
+def max_loss_ratio(metrics_path: Path, steps: int) -> float:
+    """Largest logged loss after warm-up over the running median of the losses before it."""
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+    losses = [(r["step"], r["loss"]) for r in rows]
+    worst = 0.0
+    for i, (step, loss) in enumerate(losses):
+        if step < WARMUP_FRAC * steps or i < 3:
+            continue
+        median = float(np.median([v for _, v in losses[:i]]))
+        if median > 0:
+            worst = max(worst, loss / median)
+    return worst
 
 
 def _fmt(v, digits: int = 2) -> str:
