@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from science_models import MODELS, QUICK_MODELS, build  # noqa: E402
 from science_regimes import QUICK_REGIMES, REGIMES, Regime  # noqa: E402
-from science_report import max_loss_ratio, write_results  # noqa: E402
+from science_report import combine, max_loss_ratio, write_results  # noqa: E402
 
 from softsae_vision.analysis.stats import correlate  # noqa: E402
 from softsae_vision.training import evaluate, train  # noqa: E402
@@ -99,7 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--photo-cache", default=None, help="where fetched photographs are kept")
     ap.add_argument("--photo-sets", default="bundled,wallpapers", help="photo sets to measure")
     ap.add_argument("--threads", type=int, default=None, help="torch threads")
+    ap.add_argument(
+        "--combine",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="write the page from science.json files of partial runs instead of training",
+    )
     args = ap.parse_args(argv)
+    if args.combine:
+        write_results(combine([Path(p) for p in args.combine]), Path(args.out))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     regimes = QUICK_REGIMES if args.quick else REGIMES

@@ -35,44 +35,57 @@ def _fmt(v, digits: int = 2) -> str:
     return str(v)
 
 
-def synthetic_table(synthetic: dict) -> list[str]:
-    models = list(next(iter(synthetic.values()))["models"])
+def _models(synthetic: dict) -> list[str]:
+    """Every model that ran on some regime, in first-seen order."""
+    return list(dict.fromkeys(m for res in synthetic.values() for m in res["models"]))
+
+
+METRIC_TABLES = (
+    ("spearman_l0", "Spearman ρ(realised L0, true number of active atoms)", 2),
+    ("fvu", "held-out FVU (pooled)", 3),
+    ("l0_over_k", "realised mean L0 ÷ K", 2),
+)
+
+
+def regime_table(synthetic: dict) -> list[str]:
     lines = [
-        "| regime | d | atoms/d | active | law | K | "
-        + " | ".join(f"{m} ρ(L0) / FVU / L0÷K" for m in models)
-        + " |",
-        "|" + "---|" * (6 + len(models)),
+        "| regime | d | atoms/d | active | coefficients, structure, noise | K | F |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, res in synthetic.items():
         r = res["regime"]
-        cells = []
-        for m in models:
-            row = res["models"][m]
-            cells.append(
-                f"{_fmt(row['spearman_l0'])} / {_fmt(row['fvu'], 3)} / {_fmt(row['l0_over_k'])}"
-            )
         lines.append(
             f"| {name} | {r['d']} | {r['atoms_per_dim']:.0f} | {r['min_active']}-{r['max_active']}"
-            f" | {r['coeff_law']}, {r['structure']}, noise {r['noise']} | {r['k']} | "
-            + " | ".join(cells)
-            + " |"
+            f" | {r['coeff_law']}, {r['structure']}, {r['noise']} | {r['k']} | {r['n_latents']} |"
         )
     return lines
 
 
+def synthetic_table(synthetic: dict, key: str, digits: int) -> list[str]:
+    """Regimes as rows, models as columns, one metric."""
+    models = _models(synthetic)
+    lines = ["| regime | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    for name, res in synthetic.items():
+        cells = [
+            _fmt(res["models"][m][key], digits) if m in res["models"] else "not run" for m in models
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def synthetic_summary(synthetic: dict) -> list[str]:
-    models = list(next(iter(synthetic.values()))["models"])
+    models = _models(synthetic)
     lines = [
-        "| model | mean ρ(L0, true k) | min ρ | mean ρ(k̂, true k) | mean FVU | "
+        "| model | regimes | mean ρ(L0, true k) | min ρ | mean ρ(k̂, true k) | mean FVU | "
         "max abs(L0÷K − 1) | max loss spike |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m in models:
-        rows = [res["models"][m] for res in synthetic.values()]
+        rows = [res["models"][m] for res in synthetic.values() if m in res["models"]]
         rho = [r["spearman_l0"] for r in rows if r["spearman_l0"] is not None]
         rk = [r["spearman_khat"] for r in rows if r.get("spearman_khat") is not None]
         lines.append(
-            f"| {m} | {_fmt(float(np.mean(rho)) if rho else None)} | "
+            f"| {m} | {len(rows)} | {_fmt(float(np.mean(rho)) if rho else None)} | "
             f"{_fmt(float(np.min(rho)) if rho else None)} | "
             f"{_fmt(float(np.mean(rk)) if rk else None)} | "
             f"{_fmt(float(np.mean([r['fvu'] for r in rows])), 3)} | "
@@ -129,11 +142,14 @@ def write_results(results: dict, out: Path) -> None:
             "",
             *synthetic_summary(results["synthetic"]),
             "",
-            "### Per regime",
+            "### Regimes",
             "",
-            *synthetic_table(results["synthetic"]),
+            *regime_table(results["synthetic"]),
             "",
         ]
+        for key, title, digits in METRIC_TABLES:
+            lines += [f"### {title}", "", *synthetic_table(results["synthetic"], key, digits), ""]
+        lines += []
     if "photos" in results:
         lines += [
             "## Photographs",
@@ -148,3 +164,14 @@ def write_results(results: dict, out: Path) -> None:
             lines.append(f"- **{set_name}**: {res['description']}")
         lines.append("")
     write_text_atomic(out / "science.md", "\n".join(lines))
+
+
+def combine(paths: list[Path]) -> dict:
+    """One results object from several partial runs (e.g. one process per regime)."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    out: dict = {k: parts[0][k] for k in ("quick", "steps", "torch")}
+    out["seconds"] = sum(p.get("seconds", 0) for p in parts)
+    for part in parts:
+        for section in ("synthetic", "photos"):
+            out.setdefault(section, {}).update(part.get(section, {}))
+    return {k: v for k, v in out.items() if v != {}}
