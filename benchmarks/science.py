@@ -71,7 +71,8 @@ def run_model(name: str, regime: Regime, x_train, x_test, n_test, steps: int, wo
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
 
-def run_synthetic(regimes, models, steps, n_train, workdir, log) -> dict:
+def run_synthetic(regimes, models, steps, n_train, workdir, log, save) -> dict:
+    """Every model on every regime; ``save(results)`` after each model (partial results)."""
     results: dict = {}
     for regime in regimes:
         x_train, _ = regime.data.generate(n_train, seed=1)
@@ -80,6 +81,7 @@ def run_synthetic(regimes, models, steps, n_train, workdir, log) -> dict:
         for name in models:
             row = run_model(name, regime, x_train, x_test, n_test, steps, workdir)
             results[regime.name]["models"][name] = row
+            save(results)
             log(
                 f"{regime.name:14s} {name:22s} "
                 + " ".join(f"{k}={v:.3f}" for k, v in row.items() if isinstance(v, float))
@@ -132,7 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         if not args.only_photos:
-            results["synthetic"] = run_synthetic(regimes, models, steps, n_train, Path(tmp), log)
+
+            def save(synthetic: dict) -> None:
+                write_results({**results, "synthetic": synthetic}, Path(args.out))
+
+            results["synthetic"] = run_synthetic(
+                regimes, models, steps, n_train, Path(tmp), log, save
+            )
         if not args.only_synthetic:
             from science_photos import run_photos
 

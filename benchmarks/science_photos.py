@@ -23,17 +23,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from science_models import build
 from science_report import max_loss_ratio
 
 from softsae_vision.analysis.complexity_table import correlate_patches, store_complexity
 from softsae_vision.analysis.kstats import k_maps
+from softsae_vision.analysis.reading import iter_chunks, patch_positions
 from softsae_vision.analysis.stats import correlate
 from softsae_vision.backbones import load_backbone
 from softsae_vision.data.extract import extract
 from softsae_vision.data.store_source import StoreSource
 from softsae_vision.demo.images import ASSETS, DemoSettings
+from softsae_vision.sae.k_targets import allocate, marginal_gains
 from softsae_vision.training import evaluate, train
 
 PACKAGE = "plasma-workspace-wallpapers"
@@ -95,6 +98,21 @@ def _spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int) -> dict | None:
     return {"r": s["r"], "ci_low": s["ci_low"], "ci_high": s["ci_high"]}
 
 
+@torch.no_grad()
+def oracle_allocation(sae, store, layer, rows: np.ndarray) -> np.ndarray:
+    """Per-patch k* (N, h, w): the marginal-gain allocation of the mean budget K over all
+    patches at once — what SoftSAE's estimator is trained to predict, computed exactly."""
+    positions = patch_positions(store, layer)
+    gains = []
+    for _, acts_BTD in iter_chunks(store, layer, positions, 16, rows=rows):
+        b, t, d = acts_BTD.shape
+        xn = sae.normalize(acts_BTD.reshape(b * t, d))
+        z = sae.pre_acts(xn)
+        gains.append(marginal_gains(z, xn - sae.b_dec, sae.W_dec, int(np.ceil(sae.k_max))))
+    k_star = allocate(torch.cat(gains), sae.k)
+    return k_star.reshape(len(rows), *store.grid).numpy()
+
+
 def measure_set(
     name: str, images: Path, models: tuple[str, ...], steps: int, workdir: Path, log: Callable
 ) -> dict:
@@ -148,6 +166,16 @@ def measure_set(
             else {"r": patch["r"], "ci_low": patch["ci_low"], "ci_high": patch["ci_high"]}
         )
         result["models"][model] = row
+        if getattr(sae, "k_signal", None) == "gain":
+            k_star = oracle_allocation(sae, source.store, source.layer, maps.rows)
+            per_image_star = k_star.reshape(len(maps.rows), -1).mean(1)
+            result["models"][f"{model} (k*, exact allocation)"] = {
+                **row,
+                "quantity": "k_star",
+                "image_jpeg_bpp": _spearman_ci(table.image["jpeg_bpp"], per_image_star, 1000),
+                "image_gradient": _spearman_ci(table.image["gradient"], per_image_star, 1000),
+                "patch_gradient": None,
+            }
         log(
             f"photos {name:10s} {model:14s} L0 {row['l0_mean']:.2f} FVU {row['fvu']:.3f} "
             f"rho(jpeg) {row['image_jpeg_bpp']}"
