@@ -28,3 +28,58 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
         atomic_write(target, boom)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["b.txt"]
+
+
+def _mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_writer_that_recreates_the_file_still_gets_shareable_permissions(tmp_path):
+    def recreate(tmp):  # what safetensors' save_file does
+        os.unlink(tmp)
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.write(fd, b"data")
+        os.close(fd)
+
+    atomic_write(tmp_path / "w.bin", recreate)
+    write_json_atomic(tmp_path / "c.json", {})
+    assert _mode(tmp_path / "w.bin") == _mode(tmp_path / "c.json")
+
+
+def test_saved_weights_have_the_same_permissions_as_the_config(tmp_path):
+    from softsae_vision.sae import TopKSAE
+
+    TopKSAE(8, 16, k=2).save(tmp_path / "run")
+    assert _mode(tmp_path / "run" / "sae.safetensors") == _mode(tmp_path / "run" / "config.json")
+    old = os.umask(0o022)
+    try:
+        TopKSAE(8, 16, k=2).save(tmp_path / "run2")
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "run2" / "sae.safetensors") == 0o644
+
+
+def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
+    from softsae_vision._io import remove_stale_temporaries
+
+    names = [".config.json.k3j2h1.tmp", ".sae.safetensors.abc.tmp", ".lock", "config.json", "x.tmp"]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(names[:2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
+
+
+def test_folder_lock_names_the_holder_and_is_released(tmp_path):
+    from softsae_vision._io import folder_lock
+    from softsae_vision.errors import SoftSAEError
+
+    held = rf"another test job \(pid {os.getpid()} on host"
+    with (
+        folder_lock(tmp_path / "f", "test job"),
+        pytest.raises(SoftSAEError, match=held),
+        folder_lock(tmp_path / "f", "test job"),
+    ):
+        pass
+    with folder_lock(tmp_path / "f", "test job"):
+        pass

@@ -65,9 +65,19 @@ def main(argv: list[str] | None = None) -> int:
     except SoftSAEError as err:
         print(f"softsae {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"softsae {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        detail = f"; {err}" if str(err) else ""
+        print(f"softsae {args.command}: interrupted{detail}", file=sys.stderr)
         return 130
+    except OSError as err:  # read-only output, full disk, permissions: one line with the path
+        where = " -> ".join(str(p) for p in (err.filename, err.filename2) if p is not None)
+        reason = err.strerror or str(err)
+        print(
+            f"softsae {args.command}: error: {f'{where}: ' if where else ''}{reason}; check the "
+            "path, its permissions and the free disk space",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from softsae_vision.cli.train import add_store_args
+from softsae_vision.cli.train import add_store_args, check_numbers
 
 
 def add_parser(sub, name: str) -> None:
@@ -18,7 +19,9 @@ def add_parser(sub, name: str) -> None:
         layer_help="store layer (default: the run's)",
         tokens_help="store token type (default: the run's)",
     )
-    p.add_argument("--batch-size", type=int, default=4096, help="rows per evaluation batch")
+    p.add_argument(
+        "--batch-size", type=int, default=4096, help="rows per evaluation batch (default 4096)"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(run=run)
 
@@ -38,7 +41,23 @@ def format_metrics(metrics: dict, indent: str = "") -> str:
     return "\n".join(lines)
 
 
+def data_warnings(trained_on: dict, source_description: dict) -> list[str]:
+    """Ways the evaluation data differ from what the SAE was trained on (layer, tokens)."""
+    if trained_on.get("kind") != "store" or source_description.get("kind") != "store":
+        return []
+    out = []
+    for key, flag in (("layer", "--layer"), ("tokens", "--tokens")):
+        was, now = trained_on.get(key), source_description.get(key)
+        if was is not None and now is not None and was != now:
+            out.append(
+                f"the SAE was trained on {key} {was!r} but is evaluated on {key} {now!r} "
+                f"({flag}); its metrics there measure transfer, not fit"
+            )
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
+    check_numbers(args, {"batch_size": (1, None, False)})
     from pathlib import Path
 
     from softsae_vision.data.sources import open_source
@@ -50,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     run_dir = run_dir.parent if run_dir.suffix == ".safetensors" else run_dir
     trained_on = json.loads((run_dir / "config.json").read_text()).get("data", {})
+    trained_on = trained_on if isinstance(trained_on, dict) else {}
     layer, tokens = args.layer, args.tokens
     if Path(args.data).is_dir() and trained_on.get("kind") == "store":
         layer = layer if layer is not None else trained_on.get("layer")
@@ -60,6 +80,15 @@ def run(args: argparse.Namespace) -> int:
             f"data width d={source.d} does not match the SAE's d_in={sae.d_in}; "
             "evaluate on activations from the layer the SAE was trained on"
         )
+    warnings = data_warnings(trained_on, source.describe())
     metrics = evaluate(sae, source.iter_eval(args.batch_size), device=args.device)
+    fvu = metrics.get("fvu")
+    if isinstance(fvu, float) and fvu > 1:
+        warnings.append(
+            f"FVU {fvu:.3g} > 1: the SAE reconstructs these activations worse than their mean "
+            "does; check that DATA comes from the layer and token type it was trained on"
+        )
+    for text in warnings:
+        print(f"softsae eval: warning: {text}", file=sys.stderr)
     print(json.dumps(metrics, indent=2) if args.json else format_metrics(metrics))
     return 0

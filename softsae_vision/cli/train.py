@@ -4,9 +4,51 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 ARCHES = ("softsae", "topk", "batchtopk", "matryoshka", "relu")
 TOKEN_CHOICES = ("patch", "cls", "register", "all", "embed")
+
+
+# Numeric flags of `train` and the range each must lie in: (low, high, low excluded).
+NUMBER_RULES: dict[str, tuple[float | None, float | None, bool]] = {
+    "k": (None, None, False),  # range checked by the architecture ("0 < k < n_latents")
+    "n_latents": (1, None, False),
+    "steps": (1, None, False),
+    "batch_size": (1, None, False),
+    "lr": (0, None, True),
+    "seed": (0, 2**32 - 1, False),
+    "checkpoint_every": (1, None, False),
+    "k_max": (0, None, True),
+    "estimator_hidden": (1, None, False),
+    "alpha": (0, None, True),
+    "alpha_start": (0, None, True),
+    "hard_frac": (0, 1, False),
+    "l1_coeff": (0, None, False),
+}
+
+
+def check_numbers(args: argparse.Namespace, rules: dict) -> None:
+    """Raise a one-line SoftSAEError for a numeric flag that is not finite or out of range."""
+    from softsae_vision.errors import SoftSAEError
+
+    for name, (low, high, strict) in rules.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        bound = []
+        if low is not None:
+            bound.append(f"{'>' if strict else '>='} {low}")
+        if high is not None:
+            bound.append(f"<= {high}")
+        wanted = f"a finite number {' and '.join(bound)}".rstrip()
+        if (
+            not math.isfinite(value)
+            or (low is not None and (value <= low if strict else value < low))
+            or (high is not None and value > high)
+        ):
+            raise SoftSAEError(f"{flag} must be {wanted}, got {value}")
 
 
 def add_store_args(p: argparse.ArgumentParser, layer_help: str, tokens_help: str) -> None:
@@ -24,14 +66,22 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("data", metavar="DATA", help=".npy file (N, d) or activation store directory")
     p.add_argument("--out", required=True, metavar="RUN", help="run directory to create")
     p.add_argument("--arch", default="softsae", choices=ARCHES, help="SAE architecture")
-    p.add_argument("--k", type=float, default=32, help="target mean number of active latents")
+    p.add_argument(
+        "--k", type=float, default=32, help="target mean number of active latents (default 32)"
+    )
     p.add_argument("--n-latents", type=int, default=4096, help="dictionary size F")
     p.add_argument("--steps", type=int, default=2000, help="optimiser steps")
     p.add_argument("--batch-size", type=int, default=4096, help="activation vectors per step")
     p.add_argument("--lr", type=float, default=6e-4, help="peak learning rate")
-    p.add_argument("--seed", type=int, default=0, help="seed for init and data order")
+    p.add_argument("--seed", type=int, default=0, help="seed for init and data order (0..2³²-1)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=250,
+        help="steps between resumable checkpoints (Ctrl-C also writes one)",
+    )
     add_store_args(
         p,
         layer_help="store layer (block index or 'embed')",
@@ -56,7 +106,13 @@ def add_parser(sub, name: str) -> None:
     soft.add_argument("--alpha-start", type=float, default=None, help="anneal α from this value")
     soft.add_argument("--hard-frac", type=float, default=0.15, help="final hard-top-k fraction")
     p.add_argument("--l1-coeff", type=float, default=5e-3, help="L1 weight (relu arch)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar: log a plain progress line now and then (the default when stderr "
+        "is not a terminal)",
+    )
+    p.add_argument("--json", action="store_true", help="print the final summary as JSON")
     p.set_defaults(run=run)
 
 
@@ -83,12 +139,56 @@ def build_sae(args: argparse.Namespace, d_in: int):
     return SAE_REGISTRY[args.arch](d_in, args.n_latents, **kwargs)
 
 
+# Final-batch metrics worth a summary line, and the architectures they apply to (None: all).
+SUMMARY_FIELDS: dict[str, tuple[str, ...] | None] = {
+    "loss": None,
+    "mse": None,
+    "aux": None,
+    "l0_mean": None,
+    "l0_std": None,
+    "dead_frac": None,
+    "k_hat_mean": ("softsae",),
+    "k_hat_std": ("softsae",),
+    "k_hat_min": ("softsae",),
+    "k_hat_max": ("softsae",),
+    "loss_k": ("softsae",),
+}
+
+
+def summary(arch: str, metrics: dict, aux_used: bool = True) -> dict:
+    """The final metrics that apply to ``arch``, rounded for display."""
+    out = {}
+    for key, arches in SUMMARY_FIELDS.items():
+        if key in metrics and (arches is None or arch in arches) and (key != "aux" or aux_used):
+            out[key] = round(float(metrics[key]), 5)
+    return out
+
+
+def format_summary(arch: str, out: str, result, fields: dict) -> str:
+    """A few readable lines: what was trained, where it is, its last-batch metrics, what next."""
+    took = f" in {result.seconds:.1f} s" if result.steps_run else ""
+    lines = [f"trained {arch} SAE: {result.steps_run} steps{took}, saved to {out}"]
+    parts = [f"mse {fields['mse']:.4g}"] if "mse" in fields else []
+    if "l0_mean" in fields:
+        parts.append(f"L0 {fields['l0_mean']:.1f} ± {fields.get('l0_std', 0):.1f}")
+    if "dead_frac" in fields:
+        parts.append(f"dead {100 * fields['dead_frac']:.1f}%")
+    if "k_hat_mean" in fields:
+        parts.append(
+            f"k̂ {fields['k_hat_mean']:.1f} (range {fields['k_hat_min']:.1f}-"
+            f"{fields['k_hat_max']:.1f})"
+        )
+    if parts:
+        lines.append("  last batch: " + ", ".join(parts))
+    lines.append(f"  evaluate it: softsae eval {out} DATA")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
+    check_numbers(args, NUMBER_RULES)
     from softsae_vision.data.sources import open_source
     from softsae_vision.training import TrainConfig, train
 
-    source = open_source(args.data, layer=args.layer, tokens=args.tokens)
-    sae = build_sae(args, source.d)
     cfg = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -98,11 +198,22 @@ def run(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         alpha_start=args.alpha_start,
         hard_frac=args.hard_frac,
+        checkpoint_every=args.checkpoint_every,
     )
+    source = open_source(args.data, layer=args.layer, tokens=args.tokens)
+    sae = build_sae(args, source.d)
     result = train(
         sae, source, cfg, run_dir=args.out, resume=args.resume, progress=not args.no_progress
     )
-    summary = {k: v for k, v in result.final_metrics.items() if k != "phase"}
-    print(f"trained {args.arch} SAE saved to {args.out}")
-    print(json.dumps({k: round(v, 5) for k, v in summary.items()}))
+    fields = summary(args.arch, result.final_metrics, aux_used=cfg.aux_coeff > 0)
+    if args.json:
+        done = {"already_complete": True} if result.already_complete else {}
+        print(json.dumps({"run": str(args.out), "steps_run": result.steps_run, **done, **fields}))
+    elif result.already_complete:
+        print(
+            f"{args.out} is already complete ({cfg.steps} steps); nothing to do. "
+            f"Evaluate it with: softsae eval {args.out} DATA"
+        )
+    else:
+        print(format_summary(args.arch, args.out, result, fields))
     return 0

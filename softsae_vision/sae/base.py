@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
-from softsae_vision._io import atomic_write, write_json_atomic
+from softsae_vision._io import atomic_write, write_bytes_atomic, write_json_atomic  # noqa: F401 (viz imports atomic_write from here)
 from softsae_vision._version import __version__
 from softsae_vision.errors import SoftSAEError
 
@@ -184,9 +185,12 @@ class BaseSAE(nn.Module):
         config_path = out / CONFIG_FILE
         config = self.config_dict(extra_config)
         if config_path.exists():  # keep what the trainer recorded (data, training settings)
-            config = {**json.loads(config_path.read_text()), **config}
+            old = _read_config(config_path)
+            config = {**old, **config}
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp))
+        # Serialised in memory and written by Python: safetensors' own save_file re-creates the
+        # file (private permissions) and reports a full disk as a Rust error.
+        write_bytes_atomic(out / WEIGHTS_FILE, safetensors_bytes(tensors))
         write_json_atomic(config_path, config)
         return out
 
@@ -218,45 +222,117 @@ def geometric_median(points_ND: Tensor, iters: int = 100, tol: float = 1e-6) -> 
     return median_D.float()
 
 
+def state_mismatch(expected: dict[str, Tensor], got: dict[str, Any]) -> str | None:
+    """Which tensors of ``got`` do not fit a model whose state is ``expected`` (None: all fit)."""
+    problems = []
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    if missing:
+        problems.append(f"missing {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {', '.join(unexpected)}")
+    for name, tensor in expected.items():
+        value = got.get(name)
+        if value is None or name in missing:
+            continue
+        if not isinstance(value, Tensor):
+            problems.append(f"{name} is a {type(value).__name__}, not a tensor")
+        elif value.shape != tensor.shape:
+            problems.append(
+                f"{name} has shape {tuple(value.shape)} where the model has {tuple(tensor.shape)}"
+            )
+    return "; ".join(problems) or None
+
+
+def _read_config(config_path: Path) -> dict[str, Any]:
+    fix = "restore it from the original run, or train the SAE again"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SoftSAEError(f"{config_path} is damaged ({err}); {fix}") from None
+    if not isinstance(config, dict):
+        raise SoftSAEError(f"{config_path} is not an SAE config (not a JSON object); {fix}")
+    return config
+
+
+def _check_config(config: dict[str, Any], config_path: Path) -> tuple[str, int, int, dict]:
+    """(architecture, d_in, n_latents, hparams) of a run config, each checked for type."""
+    fix = "restore it from the original run, or train the SAE again"
+    expected = {
+        "architecture": (str, "a string"),
+        "d_in": (int, "a positive integer"),
+        "n_latents": (int, "a positive integer"),
+    }
+    for key, (kind, words) in expected.items():
+        value = config.get(key)
+        if key not in config:
+            raise SoftSAEError(f"{config_path} is not an SAE config (no {key!r}); {fix}")
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 1):
+            raise SoftSAEError(f"{config_path}: {key!r} must be {words}, got {value!r}; {fix}")
+    hparams = config.get("hparams", {})
+    if not isinstance(hparams, dict):
+        raise SoftSAEError(f"{config_path}: 'hparams' must be a JSON object; {fix}")
+    schema = config.get("schema_version", 0)
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise SoftSAEError(f"{config_path}: 'schema_version' must be an integer; {fix}")
+    return config["architecture"], config["d_in"], config["n_latents"], hparams
+
+
 def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> BaseSAE:
-    """Load any saved SAE from a run directory or its ``sae.safetensors`` file."""
+    """Load any saved SAE from a run directory or its ``sae.safetensors`` file.
+
+    Every malformed or inconsistent file gives one SoftSAEError naming the file and the fix.
+    """
     path = Path(path)
     run_dir = path.parent if path.suffix == ".safetensors" else path
     weights, config_path = run_dir / WEIGHTS_FILE, run_dir / CONFIG_FILE
+    not_a_run = (
+        f"{run_dir} is not an SAE run: expected {CONFIG_FILE} and {WEIGHTS_FILE} there "
+        "(train one with `softsae train`)"
+    )
     if not config_path.is_file():
-        raise SoftSAEError(
-            f"{run_dir} is not an SAE run: expected {CONFIG_FILE} and {WEIGHTS_FILE} there "
-            "(train one with `softsae train`)"
-        )
-    try:
-        config = json.loads(config_path.read_text())
-        arch = config["architecture"]
-        d_in, n_latents, hparams = config["d_in"], config["n_latents"], config.get("hparams", {})
-    except (json.JSONDecodeError, KeyError) as err:
-        raise SoftSAEError(f"{config_path} is damaged or not an SAE config ({err})") from None
+        raise SoftSAEError(not_a_run)
+    config = _read_config(config_path)
+    arch, d_in, n_latents, hparams = _check_config(config, config_path)
     if config.get("status", "complete") != "complete":
         raise SoftSAEError(
             f"{run_dir} is an unfinished training run; finish it with "
             f"`softsae train ... --out {run_dir} --resume`"
         )
     if not weights.is_file():
-        raise SoftSAEError(
-            f"{run_dir} is not an SAE run: expected {CONFIG_FILE} and {WEIGHTS_FILE} there "
-            "(train one with `softsae train`)"
-        )
+        raise SoftSAEError(not_a_run)
     if config.get("schema_version", 0) > SCHEMA_VERSION:
         raise SoftSAEError(
             f"{run_dir} was written by a newer softsae-vision (schema "
             f"{config['schema_version']}); upgrade the package to load it"
         )
     if arch not in SAE_REGISTRY:
-        raise SoftSAEError(f"unknown SAE architecture {arch!r}; known: {sorted(SAE_REGISTRY)}")
-    sae = SAE_REGISTRY[arch](d_in, n_latents, **hparams)
-    state = load_file(str(weights))
-    missing, unexpected = sae.load_state_dict(state, strict=False)
-    if missing or unexpected:
         raise SoftSAEError(
-            f"{weights} does not match architecture {arch!r} "
-            f"(missing {missing}, unexpected {unexpected})"
+            f"{config_path}: unknown SAE architecture {arch!r}; known: {sorted(SAE_REGISTRY)}"
         )
+    try:
+        sae = SAE_REGISTRY[arch](d_in, n_latents, **hparams)
+    except (TypeError, ValueError, SoftSAEError) as err:
+        raise SoftSAEError(
+            f"{config_path}: its hparams do not fit architecture {arch!r} ({err}); restore it "
+            "from the original run, or train the SAE again"
+        ) from None
+    fix = "restore it from the original run, or train the SAE again"
+    try:
+        state = load_file(str(weights))
+    except OSError:
+        raise
+    except Exception as err:  # safetensors raises its own error type for a torn or foreign file
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise SoftSAEError(f"{weights} is damaged ({reason}); {fix}") from None
+    mismatch = state_mismatch(sae.state_dict(), state)
+    if mismatch is not None:
+        raise SoftSAEError(
+            f"{weights} does not match architecture {arch!r} as its {CONFIG_FILE} describes it "
+            f"({mismatch}); {fix}"
+        )
+    bad = [n for n, t in state.items() if t.is_floating_point() and not t.isfinite().all()]
+    if bad:
+        raise SoftSAEError(f"{weights} holds NaN or inf values (in {', '.join(bad)}); {fix}")
+    sae.load_state_dict(state)
     return sae.to(device).eval()

@@ -90,7 +90,11 @@ class SoftSAE(BaseSAE):
             raise SoftSAEError(f"k_signal must be one of {K_SIGNALS}, got {k_signal!r}")
         self.k_signal = k_signal
         d_est = d_in if estimator == "paper" else n_latents
-        self.k_estimator = nn.Sequential(nn.Linear(d_est, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        with torch.random.fork_rng(devices=[]):  # the seed, not the global generator, decides
+            torch.manual_seed((0 if seed is None else seed) + 1)
+            self.k_estimator = nn.Sequential(
+                nn.Linear(d_est, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+            )
         with torch.no_grad():
             if estimator == "paper":
                 # Hidden units start as the SAE's own pre-activations (a copy of W_enc).

@@ -90,3 +90,14 @@ def test_store_errors_are_one_line(store, tmp_path, capsys):
     assert "register" in err and len(err.strip().splitlines()) == 1
     assert _train(store, tmp_path / "c") == 2  # two layers stored: which one?
     assert "--layer" in capsys.readouterr().err
+
+
+def test_eval_warns_when_tokens_differ_from_training(store, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(store, run, "--layer", "-1", "--tokens", "patch") == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), str(store), "--device", "cpu"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(["eval", str(run), str(store), "--tokens", "cls", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "trained on tokens 'patch' but is evaluated on tokens 'cls'" in err
