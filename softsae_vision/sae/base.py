@@ -81,6 +81,8 @@ class BaseSAE(nn.Module):
     """Shared parameters, normalisation and I/O; subclasses define latent selection."""
 
     architecture: ClassVar[str] = "base"
+    legacy_hparams: ClassVar[dict[str, Any]] = {}
+    """Values of hyperparameters added later, for configs written before they existed."""
 
     def __init__(self, d_in: int, n_latents: int, seed: int | None = None) -> None:
         super().__init__()
@@ -311,7 +313,8 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> Bas
             f"{config_path}: unknown SAE architecture {arch!r}; known: {sorted(SAE_REGISTRY)}"
         )
     try:
-        sae = SAE_REGISTRY[arch](d_in, n_latents, **hparams)
+        cls = SAE_REGISTRY[arch]
+        sae = cls(d_in, n_latents, **{**cls.legacy_hparams, **hparams})
     except (TypeError, ValueError, SoftSAEError) as err:
         raise SoftSAEError(
             f"{config_path}: its hparams do not fit architecture {arch!r} ({err}); restore it "

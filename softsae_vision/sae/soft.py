@@ -1,10 +1,21 @@
 """SoftSAE: a TopK SAE whose k is predicted per input (Stępień et al., 2026, arXiv 2605.06610).
 
 A small "k estimator" MLP predicts k̂(x) ∈ [1, k_max]. In the soft training phase the latents are
-weighted by the LapSum soft top-k p = soft_topk(z, k̂, α), which sums to k̂ and is differentiable in
-k̂, so the reconstruction loss teaches the estimator how many latents each input deserves; a
-one-sided soft hinge keeps the *batch mean* of k̂ at the budget K. In the hard phase and at
-inference each row keeps its top-⌊k̂⌋ latents.
+weighted by the LapSum soft top-k p = soft_topk(z, k̂, α), which sums to k̂; only the batch mean
+of the allocation is budgeted at K, so single inputs may use few or many latents. In the hard
+phase and at inference each row keeps its top-⌊k̂⌋ latents.
+
+How k̂ learns (``k_signal``):
+- ``"gain"`` (default): k̂ is regressed (in log space) on k*, the best allocation of the batch's
+  budget by marginal reconstruction gain (see ``k_targets.py``). In the paper, k̂ learns from
+  ∂L/∂k̂ through the soft top-k, which is the gain of the one latent at the threshold: the same
+  quantity, measured noisily. The target signal teaches the estimator without pushing the
+  encoder, and the encoder trains on the selection as a TopK encoder does.
+- ``"soft"``: the paper's signal — k̂ learns through ∂p/∂k̂, with a one-sided soft hinge on the
+  batch mean of k̂ (``k_loss_coeff``, ``k_loss_beta``).
+- ``"batch"``: k̂ regressed on BatchTopK's allocation of the activations (a simpler target).
+The science suite (``benchmarks/science.py``, results in docs/science.md) compares them on nine
+synthetic regimes and two photo sets; "gain" tracks the true number of active atoms best.
 
 Differences from the reference code, each deliberate:
 - ``k_max`` is an explicit, saved hyperparameter (default 4·K). The reference silently used twice
@@ -13,9 +24,9 @@ Differences from the reference code, each deliberate:
 - ``k_calibration`` (a saved buffer, a logit offset) is fitted by the trainer when the hard phase
   starts so that the *realised* mean L0 — min(⌊k̂⌋, #positive latents), what users see — equals
   K. Without it the budget binds the mean of k̂ before flooring and capping, which is not the L0
-  that inference delivers (the hinge's equilibrium also sits below K by a data-dependent amount).
-- The soft top-k weights are computed from detached latents (``selection_grad=False``): the
-  encoder learns through f = z ⊙ p as a TopK encoder does, and k̂ through ∂p/∂k̂.
+  that inference delivers.
+- The soft top-k weights are computed from detached latents (``selection_grad=False``): with α far
+  below the latents' scale, ∂p/∂z is a spike at the threshold that swamps the other gradients.
 """
 
 from __future__ import annotations
@@ -52,6 +63,8 @@ class SoftSAE(BaseSAE):
       matmul, and it reads the same sparse features the SAE uses. On synthetic data with a known
       number of atoms it tracks that number as well as the paper's estimator.
     """
+
+    legacy_hparams = {"k_signal": "soft"}  # runs saved before k_signal were trained so
 
     def __init__(
         self,
