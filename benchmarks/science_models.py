@@ -19,13 +19,22 @@ MODELS: dict[str, tuple[str, dict, dict]] = {
     # the latents, k annealed from d, hard phase the last 1/6, no calibration
     "paper-recipe": (
         "softsae",
-        {"k_max": "2d", "selection_grad": True, "k_signal": "soft"},
+        {"k_max": "2d", "selection_grad": True, "k_signal": "soft", "estimator_lr_scale": 1.0},
         {"k_anneal_from": "d", "hard_frac": 1 / 6, "calibrate_k": False},
     ),
-    # design variants (how k̂ learns)
-    "soft-detached": ("softsae", {"k_signal": "soft", "selection_grad": False}, {}),
-    "soft-selgrad": ("softsae", {"k_signal": "soft", "selection_grad": True}, {}),
-    "target-batch": ("softsae", {"k_signal": "batch"}, {}),
+    # design variants (how k̂ learns), the estimator at the SAE's learning rate (×1)
+    "gain-lr1": ("softsae", {"k_signal": "gain", "estimator_lr_scale": 1.0}, {}),
+    "soft-detached": (
+        "softsae",
+        {"k_signal": "soft", "selection_grad": False, "estimator_lr_scale": 1.0},
+        {},
+    ),
+    "soft-selgrad": (
+        "softsae",
+        {"k_signal": "soft", "selection_grad": True, "estimator_lr_scale": 1.0},
+        {},
+    ),
+    "target-batch": ("softsae", {"k_signal": "batch", "estimator_lr_scale": 1.0}, {}),
     # baselines
     "topk": ("topk", {}, {}),
     "batchtopk": ("batchtopk", {}, {}),

@@ -105,6 +105,10 @@ class BaseSAE(nn.Module):
         """Architecture-specific constructor arguments (beyond d_in, n_latents)."""
         return {}
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups; a group's ``lr_scale`` multiplies the scheduled rate."""
+        return [{"params": list(self.parameters())}]
+
     # ----------------------------------------------------------------- normalisation
     @torch.no_grad()
     def fit_normalization(self, sample_ND: Tensor) -> None:

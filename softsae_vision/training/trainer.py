@@ -143,7 +143,7 @@ class Trainer:
 
     def __init__(self, sae: BaseSAE, cfg: TrainConfig, device: torch.device) -> None:
         self.sae, self.cfg, self.device = sae.to(device), cfg, device
-        self.opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
+        self.opt = torch.optim.Adam(sae.param_groups(), lr=cfg.lr, betas=cfg.adam_betas)
         self.k_aux = cfg.k_aux or max(1, sae.d_in // 2)
         self.dead_threshold = cfg.resolve_dead_threshold()
         self.since_fired_F = torch.zeros(sae.n_latents, dtype=torch.long, device=device)
@@ -169,7 +169,7 @@ class Trainer:
         ctx = self.context(self.step)
         lr = cfg.lr * schedules.lr_factor(self.step, cfg)
         for group in self.opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         xn_BD = sae.normalize(x_BD)
         out = sae.train_output(xn_BD, ctx)
         mse = squared_error(out.x_hat, xn_BD)
