@@ -114,12 +114,21 @@ def oracle_allocation(sae, store, layer, rows: np.ndarray) -> np.ndarray:
 
 
 def measure_set(
-    name: str, images: Path, models: tuple[str, ...], steps: int, workdir: Path, log: Callable
+    name: str,
+    images: Path,
+    models: tuple[str, ...],
+    steps: int,
+    workdir: Path,
+    log: Callable,
+    store_dir: Path | None = None,
 ) -> dict:
-    """Extract the demo layer's patch tokens of ``images``, train ``models``, correlate k."""
+    """Extract the demo layer's patch tokens of ``images``, train ``models``, correlate k.
+
+    The store goes to ``store_dir`` (kept, and reused by a later run) or to ``workdir``.
+    """
     settings = DemoSettings()
     backbone = load_backbone(settings.model, pretrained=False, image_size=settings.image_size)
-    store = workdir / f"store-{name}"
+    store = (store_dir or workdir) / f"store-{name}"
     extract(
         backbone,
         images,
@@ -210,7 +219,8 @@ def run_photos(
     for name, (images, description) in available.items():
         if name not in sets:
             continue
-        res = measure_set(name, images, models, steps, workdir, log)
+        store_dir = None if quick else (Path(cache) if cache else DEFAULT_CACHE)
+        res = measure_set(name, images, models, steps, workdir, log, store_dir)
         res["description"] = (
             f"{description}; {settings.model} with random weights, layer {settings.layer}, "
             f"patch tokens, K {settings.k}, F {settings.n_latents}, {steps} steps"
