@@ -47,6 +47,8 @@ from softsae_vision.sae.topk import check_k
 ESTIMATORS = ("paper", "lean")
 K_SIGNALS = ("soft", "gain", "batch")
 LEAN_HIDDEN = 64
+ESTIMATOR_STEP_ANCHOR = 512 * 8.0
+"""h·√d of the largest estimator trained at the full learning rate (512 hidden, d 64)."""
 TARGET_ROWS = 1024
 """Rows per step for which the k target is computed (bounds its (rows, k_max, d) gather)."""
 
@@ -79,7 +81,7 @@ class SoftSAE(BaseSAE):
         k_loss_beta: float = 5.0,
         selection_grad: bool = False,
         k_signal: str = "gain",
-        estimator_lr_scale: float = 0.1,
+        estimator_lr_scale: float | None = None,
         seed: int | None = None,
     ) -> None:
         super().__init__(d_in, n_latents, seed)
@@ -104,10 +106,12 @@ class SoftSAE(BaseSAE):
         if k_signal not in K_SIGNALS:
             raise SoftSAEError(f"k_signal must be one of {K_SIGNALS}, got {k_signal!r}")
         self.k_signal = k_signal
+        d_est = d_in if estimator == "paper" else n_latents
+        if estimator_lr_scale is None:
+            estimator_lr_scale = min(1.0, ESTIMATOR_STEP_ANCHOR / (hidden * math.sqrt(d_est)))
         if not estimator_lr_scale > 0:
             raise SoftSAEError(f"estimator_lr_scale must be > 0, got {estimator_lr_scale}")
         self.estimator_lr_scale = float(estimator_lr_scale)
-        d_est = d_in if estimator == "paper" else n_latents
         with torch.random.fork_rng(devices=[]):  # the seed, not the global generator, decides
             torch.manual_seed((0 if seed is None else seed) + 1)
             self.k_estimator = nn.Sequential(
@@ -140,9 +144,13 @@ class SoftSAE(BaseSAE):
     def param_groups(self) -> list[dict]:
         """The k estimator learns at ``estimator_lr_scale`` times the SAE's learning rate.
 
-        It is a regression head on a moving target whose error is mostly shared by the batch
-        (mean k̂ against the budget); at a dictionary's learning rate Adam moves it coherently
-        and k̂ oscillates (d 768: batch-mean k̂ 22 → 3 within 20 steps, science suite).
+        An Adam step moves every weight by about the learning rate, so the estimator's output
+        logit by about lr·h·√d (h hidden units over d inputs of unit total norm): a wide
+        estimator on a wide input swings k̂ far in one step, and its error is mostly shared by
+        the batch, so Adam moves it coherently and k̂ oscillates (d 768, h 1536 at the SAE's
+        rate: batch-mean k̂ 22 → 3 within 20 steps, and a loss spike of 8.8×). The default scale
+        min(1, ESTIMATOR_STEP_ANCHOR / (h·√d)) keeps that step the same at every size; the full
+        rate is kept up to the size where it was stable in the science suite (h 512, d 64).
         """
         estimator = list(self.k_estimator.parameters())
         ids = {id(p) for p in estimator}
