@@ -108,6 +108,19 @@ def add_parser(sub, name: str) -> None:
         default=None,
         help="k-estimator hidden width (default: n_latents for paper, 64 for lean)",
     )
+    soft.add_argument(
+        "--k-signal",
+        default="gain",
+        choices=("gain", "soft", "batch"),
+        help="how k̂ learns: 'gain' (regressed on the batch's marginal-gain allocation of the "
+        "budget; default), 'soft' (the paper's gradient through the soft top-k and a hinge on "
+        "the batch mean), 'batch' (regressed on BatchTopK's allocation of the activations)",
+    )
+    soft.add_argument(
+        "--selection-grad",
+        action="store_true",
+        help="let the soft top-k weights' gradient reach the latents (the paper's setting)",
+    )
     soft.add_argument("--alpha", type=float, default=1e-4, help="final soft top-k temperature")
     soft.add_argument(
         "--alpha-start",
@@ -146,6 +159,8 @@ def build_sae(args: argparse.Namespace, d_in: int):
             k_max=args.k_max,
             estimator=args.estimator,
             estimator_hidden=args.estimator_hidden,
+            k_signal=args.k_signal,
+            selection_grad=args.selection_grad,
         )
     elif args.arch == "relu":
         kwargs.update(l1_coeff=args.l1_coeff)

@@ -82,6 +82,8 @@ class BaseSAE(nn.Module):
     """Shared parameters, normalisation and I/O; subclasses define latent selection."""
 
     architecture: ClassVar[str] = "base"
+    legacy_hparams: ClassVar[dict[str, Any]] = {}
+    """Values of hyperparameters added later, for configs written before they existed."""
 
     def __init__(self, d_in: int, n_latents: int, seed: int | None = None) -> None:
         super().__init__()
@@ -103,6 +105,10 @@ class BaseSAE(nn.Module):
     def hparams(self) -> dict[str, Any]:
         """Architecture-specific constructor arguments (beyond d_in, n_latents)."""
         return {}
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups; a group's ``lr_scale`` multiplies the scheduled rate."""
+        return [{"params": list(self.parameters())}]
 
     # ----------------------------------------------------------------- normalisation
     @torch.no_grad()
@@ -348,7 +354,8 @@ def load_sae(
             f"{config_path}: unknown SAE architecture {arch!r}; known: {sorted(SAE_REGISTRY)}"
         )
     try:
-        sae = SAE_REGISTRY[arch](d_in, n_latents, **hparams)
+        cls = SAE_REGISTRY[arch]
+        sae = cls(d_in, n_latents, **{**cls.legacy_hparams, **hparams})
     except (TypeError, ValueError, SoftSAEError) as err:
         raise SoftSAEError(
             f"{config_path}: its hparams do not fit architecture {arch!r} ({err}); restore it "

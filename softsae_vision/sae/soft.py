@@ -1,10 +1,21 @@
 """SoftSAE: a TopK SAE whose k is predicted per input (Stępień et al., 2026, arXiv 2605.06610).
 
 A small "k estimator" MLP predicts k̂(x) ∈ [1, k_max]. In the soft training phase the latents are
-weighted by the LapSum soft top-k p = soft_topk(z, k̂, α), which sums to k̂ and is differentiable in
-k̂, so the reconstruction loss teaches the estimator how many latents each input deserves; a
-one-sided soft hinge keeps the *batch mean* of k̂ at the budget K. In the hard phase and at
-inference each row keeps its top-⌊k̂⌋ latents.
+weighted by the LapSum soft top-k p = soft_topk(z, k̂, α), which sums to k̂; only the batch mean
+of the allocation is budgeted at K, so single inputs may use few or many latents. In the hard
+phase and at inference each row keeps its top-⌊k̂⌋ latents.
+
+How k̂ learns (``k_signal``):
+- ``"gain"`` (default): k̂ is regressed (in log space) on k*, the best allocation of the batch's
+  budget by marginal reconstruction gain (see ``k_targets.py``). In the paper, k̂ learns from
+  ∂L/∂k̂ through the soft top-k, which is the gain of the one latent at the threshold: the same
+  quantity, measured noisily. The target signal teaches the estimator without pushing the
+  encoder, and the encoder trains on the selection as a TopK encoder does.
+- ``"soft"``: the paper's signal — k̂ learns through ∂p/∂k̂, with a one-sided soft hinge on the
+  batch mean of k̂ (``k_loss_coeff``, ``k_loss_beta``).
+- ``"batch"``: k̂ regressed on BatchTopK's allocation of the activations (a simpler target).
+The science suite (``benchmarks/science.py``, results in docs/science.md) compares them on nine
+synthetic regimes and two photo sets; "gain" tracks the true number of active atoms best.
 
 Differences from the reference code, each deliberate:
 - ``k_max`` is an explicit, saved hyperparameter (default 4·K). The reference silently used twice
@@ -13,12 +24,14 @@ Differences from the reference code, each deliberate:
 - ``k_calibration`` (a saved buffer, a logit offset) is fitted by the trainer when the hard phase
   starts so that the *realised* mean L0 — min(⌊k̂⌋, #positive latents), what users see — equals
   K. Without it the budget binds the mean of k̂ before flooring and capping, which is not the L0
-  that inference delivers (the hinge's equilibrium also sits below K by a data-dependent amount).
-- The soft top-k weights are computed from detached latents (``selection_grad=False``): the
-  encoder learns through f = z ⊙ p as a TopK encoder does, and k̂ through ∂p/∂k̂.
+  that inference delivers.
+- The soft top-k weights are computed from detached latents (``selection_grad=False``): with α far
+  below the latents' scale, ∂p/∂z is a spike at the threshold that swamps the other gradients.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -30,10 +43,16 @@ from softsae_vision.ops.hard_topk import hard_topk_sparse
 from softsae_vision.ops.soft_topk import debug_checks
 from softsae_vision.ops.sparse_decode import decode_selected, sparse_decode_enabled
 from softsae_vision.sae.base import BaseSAE, SAEOutput, StepContext, TrainOutput, register_sae
+from softsae_vision.sae.k_targets import activation_allocation, allocate, marginal_gains
 from softsae_vision.sae.topk import check_k
 
 ESTIMATORS = ("paper", "lean")
+K_SIGNALS = ("soft", "gain", "batch")
 LEAN_HIDDEN = 64
+ESTIMATOR_STEP_ANCHOR = 512 * 8.0
+"""h·√d of the largest estimator trained at the full learning rate (512 hidden, d 64)."""
+TARGET_ROWS = 1024
+"""Rows per step for which the k target is computed (bounds its (rows, k_max, d) gather)."""
 
 
 @register_sae("softsae")
@@ -49,6 +68,9 @@ class SoftSAE(BaseSAE):
       number of atoms it tracks that number as well as the paper's estimator.
     """
 
+    # Runs saved before these hyperparameters existed were trained with these values.
+    legacy_hparams = {"k_signal": "soft", "estimator_lr_scale": 1.0}
+
     def __init__(
         self,
         d_in: int,
@@ -60,6 +82,8 @@ class SoftSAE(BaseSAE):
         k_loss_coeff: float = 1.0,
         k_loss_beta: float = 5.0,
         selection_grad: bool = False,
+        k_signal: str = "gain",
+        estimator_lr_scale: float | None = None,
         seed: int | None = None,
     ) -> None:
         super().__init__(d_in, n_latents, seed)
@@ -81,7 +105,15 @@ class SoftSAE(BaseSAE):
         self.k_loss_coeff = float(k_loss_coeff)
         self.k_loss_beta = float(k_loss_beta)
         self.selection_grad = bool(selection_grad)
+        if k_signal not in K_SIGNALS:
+            raise SoftSAEError(f"k_signal must be one of {K_SIGNALS}, got {k_signal!r}")
+        self.k_signal = k_signal
         d_est = d_in if estimator == "paper" else n_latents
+        if estimator_lr_scale is None:
+            estimator_lr_scale = min(1.0, ESTIMATOR_STEP_ANCHOR / (hidden * math.sqrt(d_est)))
+        if not estimator_lr_scale > 0:
+            raise SoftSAEError(f"estimator_lr_scale must be > 0, got {estimator_lr_scale}")
+        self.estimator_lr_scale = float(estimator_lr_scale)
         with torch.random.fork_rng(devices=[]):  # the seed, not the global generator, decides
             torch.manual_seed((0 if seed is None else seed) + 1)
             self.k_estimator = nn.Sequential(
@@ -107,7 +139,25 @@ class SoftSAE(BaseSAE):
             "k_loss_coeff": self.k_loss_coeff,
             "k_loss_beta": self.k_loss_beta,
             "selection_grad": self.selection_grad,
+            "k_signal": self.k_signal,
+            "estimator_lr_scale": self.estimator_lr_scale,
         }
+
+    def param_groups(self) -> list[dict]:
+        """The k estimator learns at ``estimator_lr_scale`` times the SAE's learning rate.
+
+        An Adam step moves every weight by about the learning rate, so the estimator's output
+        logit by about lr·h·√d (h hidden units over d inputs of unit total norm): a wide
+        estimator on a wide input swings k̂ far in one step, and its error is mostly shared by
+        the batch, so Adam moves it coherently and k̂ oscillates (d 768, h 1536 at the SAE's
+        rate: batch-mean k̂ 22 → 3 within 20 steps, and a loss spike of 8.8×). The default scale
+        min(1, ESTIMATOR_STEP_ANCHOR / (h·√d)) keeps that step the same at every size; the full
+        rate is kept up to the size where it was stable in the science suite (h 512, d 64).
+        """
+        estimator = list(self.k_estimator.parameters())
+        ids = {id(p) for p in estimator}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        return [{"params": rest}, {"params": estimator, "lr_scale": self.estimator_lr_scale}]
 
     # ------------------------------------------------------------------ k estimator
     def k_logits(self, xn_BD: Tensor, z_BF: Tensor | None = None) -> Tensor:
@@ -117,7 +167,9 @@ class SoftSAE(BaseSAE):
                 # The estimator's gradient also reaches b_dec here, as in the paper. Detaching
                 # b_dec would save a (B, d, h) matmul but made k-recovery seed-fragile
                 # (Spearman 0.68-0.88 instead of 0.90-0.92 over three seeds).
-                h = (xn_BD - self.b_dec).float()
+                # With a target signal the estimator must not move the SAE: b_dec detached.
+                b_dec = self.b_dec if self.k_signal == "soft" else self.b_dec.detach()
+                h = (xn_BD - b_dec).float()
             else:
                 h = (z_BF if z_BF is not None else self.pre_acts(xn_BD)).detach().float()
             return self.k_estimator(h).squeeze(-1)
@@ -165,23 +217,13 @@ class SoftSAE(BaseSAE):
             codes_BF, idx_BK, vals_BK = self.hard_select_sparse(z_BF, k_hat_B)
             x_hat_BD = self.decode_sparse_normalized(idx_BK, vals_BK)
             return TrainOutput(x_hat_BD, codes_BF, z_BF, k_hat=k_hat_B)
+        if self.k_signal != "soft":
+            return self._train_output_target(xn_BD, z_BF, ctx)
         k_hat_B = self.predict_k_normalized(xn_BD, z_BF)
         # By default the weights see the latents detached: with α far below the latents' scale,
         # ∂p/∂z is a spike of height ~1/α at the threshold that swamps (and, through gradient
         # clipping, shrinks) every other gradient. k̂ still learns through ∂p/∂k̂.
-        selected = soft_topk_codes(
-            z_BF,
-            k_hat_B,
-            ctx.alpha,
-            self.selection_grad,
-            k_max=self.k_max,
-            validate=debug_checks(),
-        )
-        codes_BF = selected.dense()
-        if sparse_decode_enabled():  # through each row's candidates (and any dense remainder)
-            x_hat_BD = decode_selected(selected, self.W_dec) + self.b_dec
-        else:
-            x_hat_BD = self.decode_normalized(codes_BF)
+        codes_BF, x_hat_BD = self._soft_codes(z_BF, k_hat_B, ctx.alpha)
         excess = k_hat_B.mean() - ctx.k_target
         k_loss = F.softplus(excess, beta=self.k_loss_beta)
         return TrainOutput(
@@ -190,6 +232,51 @@ class SoftSAE(BaseSAE):
             z_BF,
             extra_losses={"k": self.k_loss_coeff * k_loss},
             k_hat=k_hat_B.detach(),
+        )
+
+    def _soft_codes(self, z_BF: Tensor, k_hat_B: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+        """Soft-phase codes z ⊙ soft_topk(z, k̂, α) (B, F) and their decoding (B, d)."""
+        selected = soft_topk_codes(
+            z_BF,
+            k_hat_B,
+            alpha,
+            self.selection_grad,
+            k_max=self.k_max,
+            validate=debug_checks(),
+        )
+        codes_BF = selected.dense()
+        if sparse_decode_enabled():  # through each row's candidates (and any dense remainder)
+            return codes_BF, decode_selected(selected, self.W_dec) + self.b_dec
+        return codes_BF, self.decode_normalized(codes_BF)
+
+    def k_targets(self, xn_BD: Tensor, z_BF: Tensor, mean_k: float) -> Tensor:
+        """Per-input target k* (B,) with batch mean about ``mean_k`` (see ``k_targets.py``)."""
+        if self.k_signal == "batch":
+            return activation_allocation(z_BF, mean_k)
+        width = int(min(self.n_latents, math.ceil(self.k_max)))
+        gains_BM = marginal_gains(z_BF, xn_BD - self.b_dec, self.W_dec, width)
+        return allocate(gains_BM, mean_k)
+
+    def _train_output_target(self, xn_BD: Tensor, z_BF: Tensor, ctx: StepContext) -> TrainOutput:
+        """Soft phase with the estimator regressed on per-input targets k* (log scale).
+
+        The codes use k̂ detached (the encoder trains on the selection as a TopK encoder does);
+        the estimator learns log k̂ → log k*, with k* the batch's best allocation of the mean
+        budget ``ctx.k_target`` by marginal reconstruction gain.
+        """
+        rows = min(len(xn_BD), TARGET_ROWS)
+        logits_B = self.k_logits(xn_BD, z_BF)
+        target_R = self.k_targets(xn_BD[:rows], z_BF[:rows].detach(), ctx.k_target)
+        log_k_R = math.log(self.k_max) + F.logsigmoid(logits_B[:rows] + self.k_calibration)
+        k_loss = (log_k_R - target_R.clamp_min(1.0).log()).square().mean()
+        k_hat_B = self.k_from_logits(logits_B.detach())
+        codes_BF, x_hat_BD = self._soft_codes(z_BF, k_hat_B, ctx.alpha)
+        return TrainOutput(
+            x_hat_BD,
+            codes_BF,
+            z_BF,
+            extra_losses={"k": self.k_loss_coeff * k_loss},
+            k_hat=k_hat_B,
         )
 
     @torch.no_grad()

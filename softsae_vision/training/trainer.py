@@ -148,7 +148,7 @@ class Trainer:
 
     def __init__(self, sae: BaseSAE, cfg: TrainConfig, device: torch.device) -> None:
         self.sae, self.cfg, self.device = sae.to(device), cfg, device
-        self.opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
+        self.opt = torch.optim.Adam(sae.param_groups(), lr=cfg.lr, betas=cfg.adam_betas)
         self.k_aux = cfg.k_aux or max(1, sae.d_in // 2)
         self.dead_threshold = cfg.resolve_dead_threshold()
         self.since_fired_F = torch.zeros(sae.n_latents, dtype=torch.long, device=device)
@@ -181,7 +181,7 @@ class Trainer:
         ctx = self.context(self.step)
         lr = cfg.lr * schedules.lr_factor(self.step, cfg)
         for group in self.opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         # No latent can be dead before dead_threshold inputs: skip AuxK (a host-side count).
         use_aux = cfg.aux_coeff > 0 and self.inputs_seen >= self.dead_threshold
         with matmul_precision(self.precision), autocast(self.precision, self.device):

@@ -114,7 +114,7 @@ class TestSoftSAE:
     @pytest.mark.parametrize("selection_grad", [False, True])
     def test_soft_codes_and_gradients_equal_the_dense_product(self, selection_grad):
         """The candidate-only soft codes are z ⊙ soft_topk(z, k̂, α), bit for bit."""
-        sae = SoftSAE(D, 256, k=4, selection_grad=selection_grad)
+        sae = SoftSAE(D, 256, k=4, selection_grad=selection_grad, k_signal="soft")
         xn = torch.randn(64, D)
         ctx = StepContext(phase="soft", alpha=1e-3, k_target=4.0)
         grads = []
@@ -135,7 +135,7 @@ class TestSoftSAE:
         assert torch.equal(grads[0][0], grads[1][0])
 
     def test_k_loss_is_one_sided_soft_hinge_on_batch_mean(self):
-        sae = SoftSAE(D, F, k=4, k_loss_beta=5.0)
+        sae = SoftSAE(D, F, k=4, k_loss_beta=5.0, k_signal="soft")
         xn = torch.randn(10, D)
         mean_k = sae.predict_k_normalized(xn).mean()
         for target in (1.0, 30.0):
@@ -143,6 +143,36 @@ class TestSoftSAE:
             expected = torch.nn.functional.softplus(mean_k - target, beta=5.0)
             assert out.extra_losses["k"].item() == pytest.approx(expected.item(), rel=1e-5)
         assert out.extra_losses["k"].item() < 1e-3  # far below the budget: nearly free
+
+    @pytest.mark.parametrize("k_signal", ["gain", "batch"])
+    def test_target_signal_trains_the_estimator_without_moving_the_sae(self, k_signal):
+        """With a target signal the k loss reaches the estimator only, and the codes select
+        with k̂ detached (the encoder learns as a TopK encoder does)."""
+        sae = SoftSAE(D, F, k=4, k_signal=k_signal)
+        xn = torch.randn(32, D)
+        out = sae.train_output(xn, StepContext(phase="soft", alpha=1e-3, k_target=4.0))
+        out.extra_losses["k"].backward()
+        estimator = {id(p) for p in sae.k_estimator.parameters()}
+        for p in sae.parameters():
+            moved = p.grad is not None and bool(p.grad.abs().sum() > 0)
+            assert moved == (id(p) in estimator), p.shape
+        sae.zero_grad(set_to_none=True)
+        out = sae.train_output(xn, StepContext(phase="soft", alpha=1e-3, k_target=4.0))
+        (out.x_hat - xn).pow(2).sum().backward()
+        assert all(p.grad is None for p in sae.k_estimator.parameters())
+        assert sae.W_enc.grad.abs().sum() > 0
+
+    def test_k_loss_is_zero_when_k_hat_equals_the_target(self):
+        sae = SoftSAE(D, F, k=4, k_signal="gain")
+        xn = torch.randn(16, D)
+        z = sae.pre_acts(xn)
+        target = sae.k_targets(xn, z, 4.0).clamp_min(1.0)
+        logit = torch.logit(target / sae.k_max)
+        with torch.no_grad():  # make the estimator output exactly those logits
+            sae.k_estimator[2].weight.zero_()
+        sae.k_logits = lambda xn_BD, z_BF=None: logit  # type: ignore[method-assign]
+        out = sae.train_output(xn, StepContext(phase="soft", alpha=1e-3, k_target=4.0))
+        assert out.extra_losses["k"].item() == pytest.approx(0.0, abs=1e-8)
 
     def test_calibration_hits_the_realised_l0_target(self):
         sae = SoftSAE(D, F, k=4)

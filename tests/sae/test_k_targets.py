@@ -1,0 +1,52 @@
+"""The estimator's targets: marginal gains equal a step-by-step reconstruction, and the batch
+allocation spends the budget where the gains are largest."""
+
+import torch
+
+from softsae_vision.sae.k_targets import activation_allocation, allocate, marginal_gains
+
+
+def _unit_rows(n: int, d: int, gen: torch.Generator) -> torch.Tensor:
+    w = torch.randn(n, d, generator=gen)
+    return w / w.norm(dim=1, keepdim=True)
+
+
+def test_marginal_gains_match_greedy_reconstruction():
+    gen = torch.Generator().manual_seed(0)
+    B, F, d, M = 6, 40, 16, 8
+    z_BF = torch.relu(torch.randn(B, F, generator=gen))
+    W_FD = _unit_rows(F, d, gen)
+    r_BD = torch.randn(B, d, generator=gen)
+    gains_BM = marginal_gains(z_BF, r_BD, W_FD, M)
+    c_BM, idx_BM = z_BF.topk(M, dim=1)
+    for b in range(B):
+        e = r_BD[b].clone()
+        for j in range(M):
+            new = e - c_BM[b, j] * W_FD[idx_BM[b, j]]
+            expected = (e.square().sum() - new.square().sum()) if c_BM[b, j] > 0 else 0.0
+            assert torch.isclose(gains_BM[b, j], torch.as_tensor(expected), atol=1e-4)
+            e = new
+
+
+def test_allocation_follows_the_information_in_each_row():
+    # Row b is the sum of b + 1 orthogonal atoms: the best allocation of a mean budget of
+    # (1 + ... + B) / B gives row b exactly b + 1 latents.
+    B, d = 5, 16
+    W_FD = torch.eye(d)
+    z_BF = torch.zeros(B, d)
+    for b in range(B):
+        z_BF[b, : b + 1] = 1.0 + 0.1 * torch.arange(b + 1)
+    r_BD = z_BF.clone()
+    mean_k = sum(range(1, B + 1)) / B
+    k_star = allocate(marginal_gains(z_BF, r_BD, W_FD, d), mean_k)
+    assert k_star.tolist() == [1, 2, 3, 4, 5]
+    assert activation_allocation(z_BF, mean_k).tolist() == [1, 2, 3, 4, 5]
+
+
+def test_allocation_ignores_latents_that_do_not_help():
+    # A latent whose atom points away from the residual has a negative gain: never chosen.
+    W_FD = torch.eye(4)
+    z_BF = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    r_BD = torch.tensor([[1.0, -1.0, 0.0, 0.0]])
+    k_star = allocate(marginal_gains(z_BF, r_BD, W_FD, 4), mean_k=2.0)
+    assert k_star.tolist() == [1]
