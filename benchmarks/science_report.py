@@ -173,5 +173,7 @@ def combine(paths: list[Path]) -> dict:
     out["seconds"] = sum(p.get("seconds", 0) for p in parts)
     for part in parts:
         for section in ("synthetic", "photos"):
-            out.setdefault(section, {}).update(part.get(section, {}))
-    return {k: v for k, v in out.items() if v != {}}
+            for name, res in part.get(section, {}).items():
+                merged = out.setdefault(section, {}).setdefault(name, {**res, "models": {}})
+                merged["models"].update(res["models"])  # later parts win, model by model
+    return out
