@@ -179,11 +179,10 @@ def measure_set(
             k_star = oracle_allocation(sae, source.store, source.layer, maps.rows)
             per_image_star = k_star.reshape(len(maps.rows), -1).mean(1)
             result["models"][f"{model} (k*, exact allocation)"] = {
-                **row,
+                **{k: v for k, v in row.items() if k != "patch_gradient"},
                 "quantity": "k_star",
                 "image_jpeg_bpp": _spearman_ci(table.image["jpeg_bpp"], per_image_star, 1000),
                 "image_gradient": _spearman_ci(table.image["gradient"], per_image_star, 1000),
-                "patch_gradient": None,
             }
         log(
             f"photos {name:10s} {model:14s} L0 {row['l0_mean']:.2f} FVU {row['fvu']:.3f} "
