@@ -47,14 +47,15 @@ def plan_fixed(x_BF: Tensor, k_B: Tensor, alpha: float, k_max: float) -> Plan:
     s_B = vals_BN[:, -1]
     ties_B, below_B = _tail_weights(x_BF, s_B, alpha)
     v_BN, ref_B = knots(vals_BN, k_B, alpha)
+    if n == F:  # nothing left out: every entry is its own knot (n may be ≤ 2k here: no fold)
+        u_B = solve_threshold(v_BN, k_B, None, plain=False)
+        no_dense_B = torch.zeros(B, dtype=torch.bool, device=x_BF.device)
+        return Plan(fixed=FixedRows(idx_BN, v_BN - u_B[:, None], no_dense_B, ref_B, u_B))
     # Candidates tied with the sentinel join its knot, so equal inputs get equal outputs.
     w_BN = (v_BN > v_BN[:, -1:]).double()
     w_fold_B = ties_B + below_B
     w_BN[:, -1] = w_fold_B
     u_B = solve_threshold(v_BN, k_B, w_BN, plain=False)
-    if n == F:  # nothing left out: every entry is a candidate (ties of the sentinel too)
-        no_dense_B = torch.zeros(B, dtype=torch.bool, device=x_BF.device)
-        return Plan(fixed=FixedRows(idx_BN, v_BN - u_B[:, None], no_dense_B, ref_B, u_B))
     t_BM = torch.where(w_BN[:, :-1] > 0, v_BN[:, :-1] - u_B[:, None], -math.inf)
     log_sum_phi_B = im.logsumexp(-t_BM.abs(), dim=1) - LOG2
     # log of the excluded entries' total weight: ½e^{(s − b)/α}·w_fold (b ≥ s)

@@ -197,3 +197,17 @@ def test_empty_batch():
 def test_bad_input_raises_a_clear_error(x, k, alpha, msg):
     with pytest.raises(SoftSAEError, match=msg.replace("(", r"\(").replace(")", r"\)")):
         soft_topk(x, k, alpha)
+
+
+def test_fixed_path_when_the_width_covers_the_row_but_not_twice_k(monkeypatch):
+    """n = F ≤ 2k: no folding is valid there; every entry is its own knot (found by hypothesis:
+    13 ones, one tiny value and 12 zeros, k = 13, α = 1 lost the zeros' weight)."""
+    monkeypatch.setenv(FAST_ENV, "1")
+    monkeypatch.setenv(PATH_ENV, "fixed")
+    x = torch.zeros(2, 26, dtype=torch.float64)
+    x[1, 12:25] = 1.0
+    x[1, 25] = 2.8414e-83
+    k = torch.tensor([13.0, 13.0], dtype=torch.float64)
+    p = soft_topk(x, k, alpha=1.0)
+    torch.testing.assert_close(p.sum(1), k, atol=1e-10, rtol=0)
+    torch.testing.assert_close(p, soft_topk_reference(x, k, 1.0), atol=1e-10, rtol=0)
