@@ -20,8 +20,10 @@ SMALLER = {
 
 
 def snippet() -> str:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) == 1, "README should have one Python snippet"
+    """The Python snippet of README's "Python API" section (other sections test their own)."""
+    section = README.read_text().split("## Python API", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1, "README's Python API section should have one Python snippet"
     return blocks[0]
 
 

@@ -24,7 +24,10 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--model", required=True, help="backbone: timm/<name> or open_clip/<arch>:<tag>")
     p.add_argument("--images", required=True, metavar="DIR", help="image folder")
     p.add_argument(
-        "--classes", default=None, metavar="FILE", help="CSV of path,label (paths relative to DIR)"
+        "--classes",
+        default=None,
+        metavar="FILE",
+        help="CSV of path,label (paths relative to DIR; default: class folders)",
     )
     p.add_argument("--layer", default=None, help="block index or 'embed' (default: the run's)")
     p.add_argument(
@@ -34,7 +37,9 @@ def add_parser(sub, name: str) -> None:
         help="token types to replace (default: those the run was trained on)",
     )
     p.add_argument("--no-pretrained", action="store_true", help="random backbone weights")
-    p.add_argument("--checkpoint", default=None, metavar="FILE", help="local backbone weights")
+    p.add_argument(
+        "--checkpoint", default=None, metavar="FILE", help="local backbone weights (default: none)"
+    )
     p.add_argument(
         "--image-size",
         type=int,
@@ -43,7 +48,12 @@ def add_parser(sub, name: str) -> None:
     )
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--out", default=None, metavar="FILE", help="also write the results as JSON")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="also write the results as JSON to this file (default: print only)",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(run=run)
 

@@ -21,14 +21,18 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--model", required=True, help="CLIP model: open_clip/<arch>:<tag>")
     p.add_argument("--vocab", required=True, metavar="FILE", help="words or phrases, one a line")
     p.add_argument(
-        "--store", default=None, help="activation store (needed for layers other than embed)"
+        "--store",
+        default=None,
+        help="activation store (needed for layers other than embed; default: none)",
     )
     p.add_argument("--top", type=int, default=8, help="top images per feature (default: 8)")
     p.add_argument(
         "--prompt", default="{}", help="text template for each word (default: '{}', the word)"
     )
     p.add_argument("--no-pretrained", action="store_true", help="random CLIP weights (tests)")
-    p.add_argument("--checkpoint", default=None, metavar="FILE", help="local CLIP weights")
+    p.add_argument(
+        "--checkpoint", default=None, metavar="FILE", help="local CLIP weights (default: none)"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(run=run)
 

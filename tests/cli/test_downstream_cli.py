@@ -24,4 +24,5 @@ def test_downstream_cli_prints_and_writes(tmp_path, capsys):
     assert abs(json.loads(out.read_text())["loss_recovered"] - 1) < 1e-4
     capsys.readouterr()
     assert main(["downstream", str(run), "--model", name, "--images", "/no/such/dir"]) == 2
-    assert "--images" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "/no/such/dir" in err and "image folder" in err
