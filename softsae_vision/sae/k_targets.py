@@ -14,12 +14,12 @@ of adding latent j to the first j − 1 (with the encoder's coefficients) is
 
     Δ_j = ‖e_{j−1}‖² − ‖e_{j−1} − c_j w_j‖² = 2 c_j ⟨e_{j−1}, w_j⟩ − c_j²,
 
-computed for every j at once from the candidates' Gram matrix (so overlapping atoms are not
-counted twice), and one price λ for the whole batch keeps the K·B largest gains (a BatchTopK
-over gains instead of activations). k*_b, the number of input b's gains above λ, is the
-estimator's regression target. The estimator thus learns from the reconstruction without
-pushing the encoder (its target is computed under ``no_grad``), and the encoder trains on the
-selection as a TopK encoder does.
+computed for every j at once from the running reconstruction of the earlier candidates (so
+overlapping atoms are not counted twice), and one price λ for the whole batch keeps the K·B
+largest gains (a BatchTopK over gains instead of activations). k*_b, the number of input b's
+gains above λ, is the estimator's regression target. The estimator thus learns from the
+reconstruction without pushing the encoder (its target is computed under ``no_grad``), and
+the encoder trains on the selection as a TopK encoder does.
 """
 
 from __future__ import annotations
@@ -39,9 +39,11 @@ def marginal_gains(z_BF: Tensor, resid_BD: Tensor, W_dec_FD: Tensor, width: int)
     c_BM, idx_BM = z_BF.float().topk(width, dim=1, sorted=True)
     w_BMD = W_dec_FD.float()[idx_BM]  # (B, M, d)
     proj_BM = torch.einsum("bd,bmd->bm", resid_BD.float(), w_BMD)
-    gram_BMM = torch.einsum("bmd,bnd->bmn", w_BMD, w_BMD)
-    # ⟨e_{j−1}, w_j⟩ = ⟨r, w_j⟩ − Σ_{i<j} c_i ⟨w_i, w_j⟩
-    earlier_BM = (gram_BMM.tril(-1) * c_BM[:, None, :]).sum(-1)
+    # ⟨e_{j−1}, w_j⟩ = ⟨r, w_j⟩ − ⟨Σ_{i<j} c_i w_i, w_j⟩: the reconstruction of the first j − 1
+    # latents is an exclusive running sum along the candidates, O(M·d) per row (not a Gram matrix)
+    parts_BMD = c_BM[:, :, None] * w_BMD
+    before_BMD = parts_BMD.cumsum(dim=1) - parts_BMD
+    earlier_BM = (before_BMD * w_BMD).sum(-1)
     gain_BM = 2 * c_BM * (proj_BM - earlier_BM) - c_BM.square()
     return torch.where(c_BM > 0, gain_BM, torch.zeros_like(gain_BM))
 

@@ -51,7 +51,7 @@ K_SIGNALS = ("soft", "gain", "batch")
 LEAN_HIDDEN = 64
 ESTIMATOR_STEP_ANCHOR = 512 * 8.0
 """h·√d of the largest estimator trained at the full learning rate (512 hidden, d 64)."""
-TARGET_ROWS = 1024
+TARGET_ROWS = 512
 """Rows per step for which the k target is computed (bounds its (rows, k_max, d) gather)."""
 
 
