@@ -43,14 +43,15 @@ MODELS: dict[str, tuple[str, dict, dict]] = {
 QUICK_MODELS = ("softsae", "paper-recipe", "topk", "batchtopk")
 
 
-def build(name: str, d: int, n_latents: int, k: int, steps: int, seed: int = 0):
-    """(SAE, TrainConfig) for model ``name`` on width d with budget K."""
+def build(name: str, d: int, n_latents: int, k: int, steps: int, seed: int = 0, **training):
+    """(SAE, TrainConfig) for model ``name`` on width d with budget K; ``training`` overrides
+    the suite's shared training settings (the model's own overrides still win)."""
     arch, kwargs, overrides = MODELS[name]
     kwargs = dict(kwargs)
     if kwargs.get("k_max") == "2d":
         kwargs["k_max"] = min(2.0 * d, n_latents - 1.0)
     sae = SAE_REGISTRY[arch](d, n_latents, k=k, seed=seed, **kwargs)
-    return sae, train_config(steps, seed=seed, **overrides)
+    return sae, train_config(steps, seed=seed, **{**training, **overrides})
 
 
 def train_config(steps: int, **overrides) -> TrainConfig:

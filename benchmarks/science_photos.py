@@ -142,14 +142,14 @@ def measure_set(
     table = None
     result: dict = {"models": {}}
     for model in models:
-        sae, cfg = build(model, source.d, settings.n_latents, settings.k, steps)
-        cfg = cfg.__class__(
-            **{
-                **cfg.to_dict(),
-                "batch_size": settings.batch_size,
-                "lr": 2e-3,
-                "adam_betas": tuple(cfg.adam_betas),
-            }
+        sae, cfg = build(
+            model,
+            source.d,
+            settings.n_latents,
+            settings.k,
+            steps,
+            batch_size=settings.batch_size,
+            lr=2e-3,
         )
         run_dir = workdir / f"run-{name}-{model}"
         train(sae, source, cfg, run_dir=run_dir, progress=False)

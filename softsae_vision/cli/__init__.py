@@ -125,6 +125,7 @@ _PATH_ARGS: dict[str, tuple[str, str]] = {
     "data": ("DATA", "a .npy file (N, d) or an activation store made by `softsae extract`"),
     "images": ("IMAGES", "an image folder or a text file of image paths"),
     "checkpoint": ("--checkpoint", "a local weights file for the model"),
+    "vocab": ("--vocab", "a text file of words, one per line"),
 }
 
 

@@ -75,14 +75,8 @@ def format_result(result: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
-    from softsae_vision.errors import SoftSAEError
-
-    for flag, path in (("RUN", args.run_dir), ("--images", args.images)):
-        if not Path(path).exists():
-            raise SoftSAEError(f"{flag} {path}: no such file or directory")
-
+    # RUN and --images were checked by the CLI before any heavy import (cli.check_paths).
     from softsae_vision.analysis.downstream import run_downstream, write_downstream
     from softsae_vision.devices import resolve_device
 

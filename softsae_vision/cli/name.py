@@ -44,9 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     if "{}" not in args.prompt:
         raise SoftSAEError(f"--prompt {args.prompt!r} must contain {{}} where the word goes")
-    for flag, path in (("RUN", args.run_dir), ("--vocab", args.vocab), ("--store", args.store)):
-        if path is not None and not Path(path).exists():
-            raise SoftSAEError(f"{flag} {path}: no such file or directory")
+    # RUN, --vocab and --store were checked by the CLI before any heavy import (cli.check_paths).
 
     from softsae_vision._io import write_json_atomic
     from softsae_vision.analysis.naming import NAMES_FILE, name_features

@@ -49,6 +49,7 @@ def _probe(*argv: str) -> tuple[int, bool, float, str]:
         ["eval", "/no/such/run", "/no/such/data.npy"],
         ["extract", "timm/test_vit", "/no/such/folder", "--out", "x"],
         ["extract", "timm/test_vit", "/", "--out", "x", "--checkpoint", "/no/such.pth"],
+        ["name", "/", "--model", "open_clip/ViT-B-32", "--vocab", "/no/such/words.txt"],
     ],
 )
 def test_help_and_path_errors_do_not_import_torch(argv):
