@@ -59,9 +59,11 @@ class Classifier:
     @torch.inference_mode()
     def logits(self, x_BCHW: torch.Tensor, replace_embed: Replace | None = None) -> torch.Tensor:
         """Class logits (B, C) in float64; ``replace_embed`` maps the pooled embedding first."""
-        model = self.backbone.model
+        model: Any = self.backbone.model  # a timm classifier or a CLIP tower, duck-typed
         x_BCHW = x_BCHW.to(self.backbone.device)
         if self.kind == "zero-shot":
+            if self.text_emb_CE is None:
+                raise SoftSAEError("a zero-shot Classifier needs text_emb_CE (class embeddings)")
             emb_BE = model(x_BCHW)
             emb_BE = emb_BE[0] if isinstance(emb_BE, tuple) else emb_BE
             if replace_embed is not None:
@@ -103,7 +105,14 @@ def load_classifier(
 
 
 def _load_clip(
-    arch, tag, class_names, pretrained, checkpoint, device, prompt, image_size
+    arch: str,
+    tag: str | None,
+    class_names: list[str] | None,
+    pretrained: bool,
+    checkpoint: str | os.PathLike[str] | None,
+    device: str,
+    prompt: str,
+    image_size: int | None,
 ) -> Classifier:
     """An open_clip model whose text tower embeds one prompt per class."""
     import open_clip
@@ -125,7 +134,7 @@ def _load_clip(
     if arch not in open_clip.list_models():
         raise SoftSAEError(f"open_clip has no architecture named {arch!r}")
     label = f"open_clip/{arch}"
-    size = {"force_image_size": image_size} if image_size else {}
+    size: dict[str, Any] = {"force_image_size": image_size} if image_size else {}
     if checkpoint is not None:
         weights = checkpoint_id(checkpoint)
         model = load_checkpoint_or_fail(
@@ -149,7 +158,7 @@ def _load_clip(
             lambda: open_clip.create_model(arch, pretrained=None, load_weights=False, **size)
         )
     dev = resolve_device(device)
-    model = model.eval().requires_grad_(False).to(dev)
+    model: Any = model.eval().requires_grad_(False).to(dev)  # a CLIP (text and image towers)
     tokenizer = open_clip.get_tokenizer(arch)
     chunks = []
     with torch.inference_mode():
@@ -212,7 +221,7 @@ def splice_logits(
         kept += idx
         logits["orig"].append(clf.logits(x_BCHW).cpu())
         for mode, replace in replacements.items():
-            if layer == EMBED:
+            if positions is None:  # the embed layer
                 logits[mode].append(clf.logits(x_BCHW, replace).cpu())
             else:
                 with spliced_block(backbone, int(layer), positions, replace):
@@ -275,6 +284,7 @@ def run_downstream(
     logits, kept = splice_logits(sae, clf, found, layer, tokens, batch_size)
     labels = None
     if clf.kind == "zero-shot":
+        assert found.labels is not None  # zero-shot needs class names; they come with labels
         labels = torch.tensor([found.labels[i] for i in kept])
     result: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,

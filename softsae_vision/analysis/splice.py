@@ -36,7 +36,9 @@ class LabelledImages:
     class_names: list[str] | None = None
 
 
-def read_images(images: str | os.PathLike, classes: str | os.PathLike | None = None):
+def read_images(
+    images: str | os.PathLike[str], classes: str | os.PathLike[str] | None = None
+) -> LabelledImages:
     """Images of ``images``: labelled by ``classes`` (a CSV of path,label), by sub-folder, or not.
 
     In the CSV, relative paths are relative to ``images``; a first row ``path,label`` is a
@@ -52,10 +54,11 @@ def read_images(images: str | os.PathLike, classes: str | os.PathLike | None = N
     if not root.is_dir():
         return LabelledImages(paths)
     base = root.resolve()
-    folders = [
-        p.relative_to(base).parts[0] if len(p.relative_to(base).parts) > 1 else None for p in paths
-    ]
-    if any(f is None for f in folders) or len(set(folders)) < 2:
+    parts = [p.relative_to(base).parts for p in paths]
+    if any(len(path_parts) < 2 for path_parts in parts):
+        return LabelledImages(paths)
+    folders = [path_parts[0] for path_parts in parts]
+    if len(set(folders)) < 2:
         return LabelledImages(paths)
     names = sorted(set(folders))
     index = {name: i for i, name in enumerate(names)}

@@ -12,8 +12,10 @@ whole store ever exists; heat maps are recomputed later for the few images that 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,7 +63,8 @@ class TopActivations:
 
         def write(tmp: str) -> None:
             with open(tmp, "wb") as f:
-                np.savez(f, **{k: np.asarray(v) for k, v in vars(self).items()})
+                arrays: dict[str, Any] = {k: np.asarray(v) for k, v in vars(self).items()}
+                np.savez(f, **arrays)
 
         atomic_write(path, write)
         return path
@@ -152,8 +155,8 @@ def feature_maps(
     sae: BaseSAE,
     store: Store,
     layer: int | str,
-    rows: np.ndarray,
-    features: np.ndarray,
+    rows: Sequence[int] | np.ndarray,
+    features: Sequence[int] | np.ndarray,
     positions: np.ndarray,
     device: str = "cpu",
 ) -> np.ndarray:
