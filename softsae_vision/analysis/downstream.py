@@ -52,24 +52,29 @@ class Classifier:
     backbone: Backbone
     kind: str  # "zero-shot" (open_clip) or "classifier" (timm)
     class_names: list[str] | None = None
-    # unit-norm class text embeddings (zero-shot)
-    text_emb_CE: torch.Tensor | None = None  # noqa: N815
+    # unit-norm text embeddings (zero-shot), one row per class name (V) of width E
+    text_emb_VE: torch.Tensor | None = None  # noqa: N815
     logit_scale: float = 1.0
+
+    @property
+    def text_emb_CE(self) -> torch.Tensor | None:  # noqa: N802
+        """Deprecated name of :attr:`text_emb_VE` (classes are V in the shape key)."""
+        return self.text_emb_VE
 
     @torch.inference_mode()
     def logits(self, x_BCHW: torch.Tensor, replace_embed: Replace | None = None) -> torch.Tensor:
-        """Class logits (B, C) in float64; ``replace_embed`` maps the pooled embedding first."""
+        """Class logits (B, V) in float64; ``replace_embed`` maps the pooled embedding first."""
         model: Any = self.backbone.model  # a timm classifier or a CLIP tower, duck-typed
         x_BCHW = x_BCHW.to(self.backbone.device)
         if self.kind == "zero-shot":
-            if self.text_emb_CE is None:
-                raise SoftSAEError("a zero-shot Classifier needs text_emb_CE (class embeddings)")
+            if self.text_emb_VE is None:
+                raise SoftSAEError("a zero-shot Classifier needs text_emb_VE (class embeddings)")
             emb_BE = model(x_BCHW)
             emb_BE = emb_BE[0] if isinstance(emb_BE, tuple) else emb_BE
             if replace_embed is not None:
                 emb_BE = replace_embed(emb_BE)
             emb_BE = torch.nn.functional.normalize(emb_BE.float(), dim=-1)
-            return (self.logit_scale * emb_BE @ self.text_emb_CE.T).double()
+            return (self.logit_scale * emb_BE @ self.text_emb_VE.T).double()
         pre_BE = model.forward_head(model.forward_features(x_BCHW), pre_logits=True)
         if replace_embed is not None:
             pre_BE = replace_embed(pre_BE)
@@ -165,25 +170,25 @@ def _load_clip(
         for start in range(0, len(class_names), TEXT_BATCH):
             text = tokenizer([prompt.format(c) for c in class_names[start : start + TEXT_BATCH]])
             chunks.append(model.encode_text(text.to(dev)).float())
-    text_emb_CE = torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
+    text_emb_VE = torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
     scale = float(model.logit_scale.exp()) if hasattr(model, "logit_scale") else 100.0
     backbone = OpenClipBackbone(model.visual, label, weights, dev)
-    return Classifier(backbone, "zero-shot", list(class_names), text_emb_CE, scale)
+    return Classifier(backbone, "zero-shot", list(class_names), text_emb_VE, scale)
 
 
 def logit_metrics(
-    orig_NC: torch.Tensor, other_NC: torch.Tensor, labels_N: torch.Tensor | None
+    orig_NV: torch.Tensor, other_NV: torch.Tensor, labels_N: torch.Tensor | None
 ) -> dict[str, float]:
     """KL(orig ‖ other), top-1 agreement, and accuracy and loss of ``other`` when labelled."""
-    logp_orig = torch.log_softmax(orig_NC, -1)
-    logp = torch.log_softmax(other_NC, -1)
+    logp_orig = torch.log_softmax(orig_NV, -1)
+    logp = torch.log_softmax(other_NV, -1)
     out = {
         "kl": float((logp_orig.exp() * (logp_orig - logp)).sum(-1).mean()),
-        "top1_agreement": float((orig_NC.argmax(-1) == other_NC.argmax(-1)).double().mean()),
+        "top1_agreement": float((orig_NV.argmax(-1) == other_NV.argmax(-1)).double().mean()),
     }
     if labels_N is not None:
-        out["accuracy"] = float((other_NC.argmax(-1) == labels_N).double().mean())
-        out["loss"] = float(torch.nn.functional.cross_entropy(other_NC, labels_N))
+        out["accuracy"] = float((other_NV.argmax(-1) == labels_N).double().mean())
+        out["loss"] = float(torch.nn.functional.cross_entropy(other_NV, labels_N))
     return out
 
 
@@ -202,7 +207,7 @@ def splice_logits(
     tokens: str,
     batch_size: int = 32,
 ) -> tuple[dict[str, torch.Tensor], list[int]]:
-    """Logits of each mode (orig, sae, mean_ablation), each (N, C), and the images read."""
+    """Logits of each mode (orig, sae, mean_ablation), each (N, V), and the images read."""
     backbone = clf.backbone
     sae = sae.to(backbone.device).eval()
     mean_D = sae.norm_mean.detach()

@@ -128,7 +128,7 @@ def name_features(
         "prompt": prompt,
     }
     if is_embed:
-        text_emb_VD = clip.text_emb_CE  # one row per vocabulary word
+        text_emb_VD = clip.text_emb_VE  # one row per vocabulary word
         assert text_emb_VD is not None  # an open_clip classifier embeds its class names
         if sae.d_in != text_emb_VD.shape[1]:
             raise SoftSAEError(
