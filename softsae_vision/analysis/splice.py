@@ -110,9 +110,9 @@ def spliced_block(
         out = output[0] if isinstance(output, tuple) else output
         acts_BTD = backbone._block_output(out)  # a view: (B, T, d) whatever the block's layout
         new_BTD = acts_BTD.clone()
-        sel_BPD = new_BTD[:, positions]
-        b, p, d = sel_BPD.shape
-        new_BTD[:, positions] = replace(sel_BPD.reshape(b * p, d)).reshape(b, p, d).to(out.dtype)
+        sel_BTD = new_BTD[:, positions]  # only the token positions spliced
+        b, t, d = sel_BTD.shape
+        new_BTD[:, positions] = replace(sel_BTD.reshape(b * t, d)).reshape(b, t, d).to(out.dtype)
         new = new_BTD if acts_BTD is out else new_BTD.transpose(0, 1)  # back to (T, B, d)
         return (new, *output[1:]) if isinstance(output, tuple) else new
 
