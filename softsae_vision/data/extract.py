@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from softsae_vision._io import write_json_atomic
 from softsae_vision.backbones.base import EMBED, TOKEN_TYPES, Backbone, Layer
 from softsae_vision.data.distributed import Ranks
 from softsae_vision.data.extract_loop import PRECISIONS, run_share
@@ -45,7 +46,6 @@ from softsae_vision.data.store_format import (
     SHARDED_SCHEMA_VERSION,
     is_stale_temporary,
     new_meta,
-    write_json_atomic,
 )
 from softsae_vision.data.store_lock import StoreLock
 from softsae_vision.data.store_writer import StoreWriter
@@ -287,14 +287,16 @@ def _open_store_folder(
     if check_space:
         n_total = int(meta["images"]["n_total"])
         if state == "schema1":
-            from softsae_vision.data.store import read_progress
+            from softsae_vision.data.store_check import read_progress
 
             done = read_progress(out)["images_done"]
         else:
             done = sum(read_rank_progress(out, r)["images_done"] for r in range(ranks.world))
         _check_free_space(out, meta, n_total - (done if state != "new" else 0))
     if state == "new":
-        write_json_atomic(out / META_FILE, meta)  # first, so a crash right after still resumes
+        write_json_atomic(
+            out / META_FILE, meta, compact=True
+        )  # first, so a crash right after still resumes
     return state, old
 
 

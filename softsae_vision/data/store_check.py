@@ -6,12 +6,13 @@ fix, never a ``KeyError`` or ``TypeError`` from deep inside a reader.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from softsae_vision.backbones.base import EMBED, TOKEN_TYPES
 from softsae_vision.backbones.transform import Preprocess
-from softsae_vision.data.store_format import DTYPES, INDEX_FILE, OK_MARK
+from softsae_vision.data.store_format import DTYPES, INDEX_FILE, OK_MARK, PROGRESS_FILE
 from softsae_vision.errors import SoftSAEError
 
 FIX = "the store is damaged: re-extract it with `softsae extract`"
@@ -128,3 +129,17 @@ def count_index(path: Path, chunk_bytes: int = 1 << 24) -> tuple[int, int]:
     except FileNotFoundError:
         raise damaged(path, "the image index is missing") from None
     return lines, ok
+
+
+def read_progress(path: Path) -> dict[str, int]:
+    """The resume point of an unfinished schema-1 store (zeros if there is none yet)."""
+    try:
+        progress = json.loads((path / PROGRESS_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {"images_done": 0, "n_ok": 0, "index_bytes": 0}
+    keys = ("images_done", "n_ok", "index_bytes")
+    if not isinstance(progress, dict) or not all(
+        isinstance(progress.get(k), int) and progress[k] >= 0 for k in keys
+    ):
+        raise damaged(path / PROGRESS_FILE, "malformed resume point")
+    return progress

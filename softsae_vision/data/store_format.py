@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from softsae_vision._io import write_text_atomic
+from softsae_vision._io import json_dumps
 from softsae_vision._version import __version__
 from softsae_vision.backbones.base import EMBED, Layer, TokenLayout
 from softsae_vision.backbones.transform import Preprocess
@@ -36,7 +35,6 @@ LOCK_FILE = ".lock"
 DTYPES = ("float16", "float32")
 NPY_MAGIC = b"\x93NUMPY\x01\x00"
 _STALE_TEMP = re.compile(r"^\..+\.tmp$")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def layer_file(layer: Layer) -> str:
@@ -47,33 +45,6 @@ def layer_file(layer: Layer) -> str:
 def layer_key(layer: Layer) -> str:
     """Dictionary key of a layer: ``"6"`` or ``"embed"``."""
     return str(layer)
-
-
-def json_dumps(obj: Any, **kwargs: Any) -> str:
-    """``json.dumps`` keeping UTF-8 text readable and file names with undecodable bytes lossless.
-
-    Python gives a file name with bytes that are not UTF-8 as a str with lone surrogates
-    (``os.fsdecode``); those are written as ``\\udcXX`` escapes, which ``json.loads`` turns back
-    into the same str, and ``os.fsencode`` into the original bytes.
-    """
-    text = json.dumps(obj, ensure_ascii=False, **kwargs)
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-def dumps_pretty(obj: Any, indent: str = "") -> str:
-    """JSON with one key per line but short lists of numbers or strings kept on one line."""
-    inner = indent + "  "
-    if isinstance(obj, dict) and obj:
-        items = [f"{inner}{json_dumps(str(k))}: {dumps_pretty(v, inner)}" for k, v in obj.items()]
-        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
-    if isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
-        return "[\n" + ",\n".join(inner + dumps_pretty(v, inner) for v in obj) + f"\n{indent}]"
-    return json_dumps(obj)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON (compact lists, one key per line) to ``path`` atomically."""
-    write_text_atomic(path, dumps_pretty(obj) + "\n")
 
 
 def is_stale_temporary(name: str) -> bool:
@@ -236,3 +207,20 @@ def new_meta(
         },
         "extraction": dict(extraction or {}),
     }
+
+
+def __getattr__(name: str) -> Any:
+    if name == "write_json_atomic":  # moved to softsae_vision._io (compact=True for store files)
+        import functools
+        import warnings
+
+        from softsae_vision._io import write_json_atomic
+
+        warnings.warn(
+            "softsae_vision.data.store_format.write_json_atomic is deprecated; use "
+            "softsae_vision._io.write_json_atomic(path, obj, compact=True)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return functools.partial(write_json_atomic, compact=True)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
