@@ -112,9 +112,11 @@ def write_npz_atomic(path: str | os.PathLike, arrays: Mapping[str, Any]) -> Path
     """Write named arrays to an uncompressed ``.npz`` file at ``path`` atomically; return it."""
     import numpy as np
 
+    named: dict[str, Any] = {name: np.asarray(value) for name, value in arrays.items()}
+
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
-            np.savez(f, **{name: np.asarray(value) for name, value in arrays.items()})
+            np.savez(f, **named)
 
     atomic_write(path, write)
     return Path(path)

@@ -12,6 +12,7 @@ whole store ever exists; heat maps are recomputed later for the few images that 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,8 +147,8 @@ def feature_maps(
     sae: BaseSAE,
     store: Store,
     layer: int | str,
-    rows: np.ndarray,
-    features: np.ndarray,
+    rows: np.ndarray | Sequence[int],
+    features: np.ndarray | Sequence[int],
     positions: np.ndarray,
     device: str = "cpu",
 ) -> np.ndarray:

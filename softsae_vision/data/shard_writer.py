@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from softsae_vision._io import atomic_write, json_dumps, write_json_atomic
-from softsae_vision.backbones.base import Layer
 from softsae_vision.data.store_check import damaged
 from softsae_vision.data.store_format import (
     INDEX_FILE,
@@ -31,6 +30,7 @@ from softsae_vision.data.store_format import (
     npy_header,
 )
 from softsae_vision.errors import SoftSAEError
+from softsae_vision.vocab import Layer
 
 PARTS_DIR = "parts"
 DEFAULT_SHARD_BYTES = 2 << 30

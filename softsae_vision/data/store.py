@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from softsae_vision.backbones.base import EMBED, Layer, resolve_layer_index
 from softsae_vision.backbones.transform import Preprocess
 from softsae_vision.data.sharded import ShardedArray, read_shard_table
 from softsae_vision.data.store_check import FIX, check_meta, count_index, damaged, read_progress
@@ -45,6 +44,7 @@ from softsae_vision.data.store_format import (
     new_meta,
 )
 from softsae_vision.errors import SoftSAEError
+from softsae_vision.vocab import EMBED, Layer, resolve_layer_index
 
 __all__ = [
     "DTYPES",

@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from softsae_vision.backbones.base import EMBED, TOKEN_TYPES
 from softsae_vision.backbones.transform import Preprocess
 from softsae_vision.data.store_format import DTYPES, INDEX_FILE, OK_MARK, PROGRESS_FILE
 from softsae_vision.errors import SoftSAEError
+from softsae_vision.vocab import EMBED, TOKEN_KINDS
 
 FIX = "the store is damaged: re-extract it with `softsae extract`"
 
@@ -65,8 +65,8 @@ def check_meta(meta: Any, path: Path) -> None:
     if not (_is_int(layout.get("n_cls")) and _is_int(layout.get("n_reg"))):
         raise damaged(path, "'token_layout' needs integer 'n_cls' and 'n_reg'")
     types, positions = layout.get("token_types"), layout.get("positions")
-    if not isinstance(types, list) or not all(t in TOKEN_TYPES for t in types):
-        raise damaged(path, f"'token_layout.token_types' must list {', '.join(TOKEN_TYPES)}")
+    if not isinstance(types, list) or not all(t in TOKEN_KINDS for t in types):
+        raise damaged(path, f"'token_layout.token_types' must list {', '.join(TOKEN_KINDS)}")
     if not isinstance(positions, list) or not all(_is_int(p) for p in positions):
         raise damaged(path, "'token_layout.positions' must be a list of token indices")
     if len(positions) != len(types) or not types:

@@ -19,9 +19,9 @@ import numpy as np
 
 from softsae_vision._io import json_dumps
 from softsae_vision._version import __version__
-from softsae_vision.backbones.base import EMBED, Layer, TokenLayout
 from softsae_vision.backbones.transform import Preprocess
 from softsae_vision.errors import SoftSAEError
+from softsae_vision.vocab import EMBED, Layer, TokenLayout
 
 SCHEMA_VERSION = 1
 """The single-file-per-layer layout (``layer_<L>.npy``)."""

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from softsae_vision._io import write_json_atomic
-from softsae_vision.backbones.base import Layer
 from softsae_vision.data.store import Store
 from softsae_vision.data.store_check import read_progress
 from softsae_vision.data.store_format import (
@@ -22,6 +21,7 @@ from softsae_vision.data.store_format import (
     npy_header,
     npy_header_len,
 )
+from softsae_vision.vocab import Layer
 
 
 class StoreWriter:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from typing import Protocol
 
 import numpy as np
 from matplotlib import patheffects
@@ -26,13 +27,21 @@ OFFSETS_PT = tuple(
 """Candidate label positions around a point (points, in order of preference)."""
 
 
+class Thumbnails(Protocol):
+    """Point index → (H, W, 3) image: a list of arrays, or anything that loads them on demand."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int, /) -> NDArray: ...
+
+
 @styled
 def render_complexity_scatter(
     measures: Mapping[str, NDArray],
     k: NDArray,
     *,
     stats: Mapping[str, dict] | None = None,
-    thumbnails: Sequence[NDArray] | None = None,
+    thumbnails: Thumbnails | None = None,
     n_extreme: int = 3,
     k_label: str = K_HAT_LABEL,
     k_symbol: str = "k",

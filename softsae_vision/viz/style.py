@@ -32,8 +32,8 @@ import matplotlib
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
+from softsae_vision._io import atomic_write
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.sae.base import atomic_write
 
 ACTIVATION_CMAP = "inferno"
 """Feature activations over an image (dark = silent, bright = strong)."""
