@@ -123,3 +123,15 @@ def test_csv_and_npz_writers(tmp_path):
     ]
     with np.load(path) as z:
         assert z["x"].tolist() == [0, 1, 2] and str(z["q"]) == "k_hat"
+
+
+@pytest.mark.parametrize(
+    "module", ["softsae_vision.data.store", "softsae_vision.data.store_format"]
+)
+def test_old_store_json_writer_paths_warn_and_write_the_compact_layout(tmp_path, module):
+    import importlib
+
+    with pytest.warns(DeprecationWarning, match="compact=True"):
+        writer = importlib.import_module(module).write_json_atomic
+    writer(tmp_path / "m.json", {"grid": [2, 3]})
+    assert '"grid": [2, 3]' in (tmp_path / "m.json").read_text()

@@ -97,10 +97,4 @@ def per_image_k(
     return q, rows, {kind: values}, None, f"per-image {QUANTITY_SYMBOLS[q]} of the {kind} token"
 
 
-def target_k(pairing: Pairing) -> float | None:
-    """The SAE's target mean k (its ``k`` hyperparameter), or None if it has none."""
-    k = getattr(pairing.sae, "k", None)
-    return float(k) if k is not None else None
-
-
-__all__ = ["MEAN_OVER_PATCHES", "compute_kmaps", "per_image_k", "target_k"]
+__all__ = ["MEAN_OVER_PATCHES", "compute_kmaps", "per_image_k"]

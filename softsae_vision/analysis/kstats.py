@@ -31,6 +31,7 @@ __all__ = [
     "KMaps",
     "k_maps",
     "resolve_quantity",
+    "target_k",
     "token_k",
 ]
 
@@ -43,6 +44,7 @@ class KMaps:
     per_patch: np.ndarray  # (N, h, w) float32
     rows: np.ndarray  # (N,) store rows
     cls: np.ndarray | None = None  # (N,) k of the CLS token, when meaningful
+    target: float | None = None  # the SAE's target mean k (its ``k``), if it has one
 
     @property
     def per_image(self) -> np.ndarray:
@@ -72,6 +74,12 @@ def resolve_quantity(sae: BaseSAE, quantity: str = "auto") -> str:
             "use realised L0 (quantity 'l0') for fixed-k baselines"
         )
     return quantity
+
+
+def target_k(sae: BaseSAE) -> float | None:
+    """The SAE's target mean k (its ``k`` hyperparameter), or None if it has none."""
+    k = getattr(sae, "k", None)
+    return float(k) if k is not None else None
 
 
 def _token_k(sae: BaseSAE, x_RD: torch.Tensor, quantity: str) -> torch.Tensor:
@@ -129,6 +137,7 @@ def k_maps(
         per_patch=torch.cat(maps).numpy().astype(np.float32),
         rows=np.concatenate(seen),
         cls=torch.cat(cls_k).numpy().astype(np.float32) if with_cls else None,
+        target=target_k(sae),
     )
 
 

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from softsae_vision import _io
+from softsae_vision._deprecated import deprecated
 from softsae_vision.backbones.transform import Preprocess
 from softsae_vision.data.sharded import ShardedArray, read_shard_table
 from softsae_vision.data.store_check import FIX, check_meta, count_index, damaged, read_progress
@@ -315,17 +318,7 @@ def _images_done(path: Path, meta: dict[str, Any]) -> int:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "write_json_atomic":  # the store's JSON writer, now one of softsae_vision._io's
-        import functools
-        import warnings
-
-        from softsae_vision._io import write_json_atomic
-
-        warnings.warn(
-            "softsae_vision.data.store.write_json_atomic is deprecated; use "
-            "softsae_vision._io.write_json_atomic(path, obj, compact=True)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return functools.partial(write_json_atomic, compact=True)
+    if name == "write_json_atomic":  # the store's JSON layout is _io's compact one
+        new = "softsae_vision._io.write_json_atomic(path, obj, compact=True)"
+        return deprecated(f"{__name__}.{name}", new, partial(_io.write_json_atomic, compact=True))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

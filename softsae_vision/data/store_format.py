@@ -12,11 +12,14 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from softsae_vision import _io
+from softsae_vision._deprecated import deprecated
 from softsae_vision._io import json_dumps
 from softsae_vision._version import __version__
 from softsae_vision.backbones.transform import Preprocess
@@ -210,17 +213,7 @@ def new_meta(
 
 
 def __getattr__(name: str) -> Any:
-    if name == "write_json_atomic":  # moved to softsae_vision._io (compact=True for store files)
-        import functools
-        import warnings
-
-        from softsae_vision._io import write_json_atomic
-
-        warnings.warn(
-            "softsae_vision.data.store_format.write_json_atomic is deprecated; use "
-            "softsae_vision._io.write_json_atomic(path, obj, compact=True)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return functools.partial(write_json_atomic, compact=True)
+    if name == "write_json_atomic":  # the store's JSON layout is _io's compact one
+        new = "softsae_vision._io.write_json_atomic(path, obj, compact=True)"
+        return deprecated(f"{__name__}.{name}", new, partial(_io.write_json_atomic, compact=True))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,6 +6,7 @@ The analyses themselves (``compute_kmaps``, ``per_image_k``, ...) live in
 :mod:`softsae_vision.analysis`.
 """
 
+from softsae_vision._deprecated import deprecated
 from softsae_vision.viz.complexity import ComplexityResult, write_complexity
 from softsae_vision.viz.complexity_figures import render_complexity_scatter, render_patch_density
 from softsae_vision.viz.curves import read_metrics, render_training_curves
@@ -62,22 +63,10 @@ __all__ = [
 ]
 
 
-_MOVED = {
-    "compute_kmaps": "softsae_vision.analysis.kmaps",
-    "per_image_k": "softsae_vision.analysis.kmaps",
-}
+def __getattr__(name: str) -> object:
+    if name in ("compute_kmaps", "per_image_k"):  # analysis computes, viz draws
+        from softsae_vision import analysis
 
-
-def __getattr__(name: str):
-    if name in _MOVED:  # analysis computes, viz draws: these moved to analysis
-        import importlib
-        import warnings
-
-        warnings.warn(
-            f"softsae_vision.viz.{name} moved to {_MOVED[name]} (also softsae_vision.analysis."
-            f"{name}); import it from there",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(importlib.import_module(_MOVED[name]), name)
+        new = f"softsae_vision.analysis.{name}"
+        return deprecated(f"{__name__}.{name}", new, getattr(analysis, name))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

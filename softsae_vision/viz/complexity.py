@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from softsae_vision._deprecated import deprecated
 from softsae_vision.analysis.complexity import MEASURE_LABELS
 from softsae_vision.analysis.complexity_table import (
     ComplexityTable,
@@ -194,14 +195,6 @@ def _finite_or_null(obj):
 
 
 def __getattr__(name: str) -> Any:
-    if name == "per_image_k":  # moved to analysis: it computes, viz draws
-        import warnings
-
-        warnings.warn(
-            "softsae_vision.viz.complexity.per_image_k moved to softsae_vision.analysis.kmaps "
-            "(also softsae_vision.analysis.per_image_k); import it from there",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return _per_image_k
+    if name == "per_image_k":  # analysis computes, viz draws
+        return deprecated(f"{__name__}.{name}", "softsae_vision.analysis.per_image_k", _per_image_k)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from softsae_vision._deprecated import deprecated
 from softsae_vision._io import write_npz_atomic
-from softsae_vision.analysis.kmaps import compute_kmaps as _compute_kmaps
-from softsae_vision.analysis.kmaps import target_k
+from softsae_vision.analysis import kmaps as k_analysis
 from softsae_vision.analysis.kstats import K_HAT, KMaps
 from softsae_vision.analysis.pairing import Pairing
 from softsae_vision.analysis.views import ImageViews
@@ -74,7 +74,7 @@ def write_kmaps(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    kmaps, note = maps or _compute_kmaps(pairing, quantity, device, progress)
+    kmaps, note = maps or k_analysis.compute_kmaps(pairing, quantity, device, progress)
     views = ImageViews(pairing.store)
     result = KMapsResult(out, kmaps, note, tuple(formats))
     order = np.argsort(kmaps.per_image, kind="stable")
@@ -93,7 +93,7 @@ def write_kmaps(
         kmaps.per_image,
         label=kmaps.label,
         cls=kmaps.cls,
-        target=target_k(pairing) if kmaps.quantity == K_HAT else None,
+        target=kmaps.target if kmaps.quantity == K_HAT else None,
     )
     _save(result, "distribution", fig)
     n_single = len(order) if n_single < 0 else min(n_single, len(order))
@@ -171,14 +171,7 @@ def _summary(pairing: Pairing, kmaps: KMaps, note: str) -> dict:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "compute_kmaps":  # moved to analysis: it computes, viz draws
-        import warnings
-
-        warnings.warn(
-            "softsae_vision.viz.kmaps.compute_kmaps moved to softsae_vision.analysis.kmaps "
-            "(also softsae_vision.analysis.compute_kmaps); import it from there",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return _compute_kmaps
+    if name == "compute_kmaps":  # analysis computes, viz draws
+        new = "softsae_vision.analysis.compute_kmaps"
+        return deprecated(f"{__name__}.{name}", new, k_analysis.compute_kmaps)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

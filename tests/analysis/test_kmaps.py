@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from softsae_vision.analysis import MEAN_OVER_PATCHES, compute_kmaps, per_image_k
-from softsae_vision.analysis.kmaps import target_k
-from softsae_vision.analysis.kstats import k_maps, token_k
+from softsae_vision.analysis.kstats import k_maps, target_k, token_k
 from softsae_vision.analysis.pairing import pair
 from softsae_vision.errors import SoftSAEError
 
@@ -59,8 +58,9 @@ def test_per_image_k_of_a_cls_run_reads_one_token_per_image(fx):
     np.testing.assert_allclose(k["cls"], expected)
 
 
-def test_target_k_is_the_sae_k(fx):
-    assert target_k(pair(fx.soft_run, fx.store)) == float(pair(fx.soft_run, fx.store).sae.k)
+def test_k_maps_carry_the_sae_target_k(fx):
+    p = pair(fx.soft_run, fx.store)
+    assert compute_kmaps(p)[0].target == float(p.sae.k) == target_k(p.sae)
 
 
 @pytest.mark.parametrize(
