@@ -21,7 +21,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -59,9 +59,11 @@ class Classifier:
     @torch.inference_mode()
     def logits(self, x_BCHW: torch.Tensor, replace_embed: Replace | None = None) -> torch.Tensor:
         """Class logits (B, C) in float64; ``replace_embed`` maps the pooled embedding first."""
-        model = self.backbone.model
+        model: Any = self.backbone.model  # open_clip or timm: their own methods, not nn.Module's
         x_BCHW = x_BCHW.to(self.backbone.device)
         if self.kind == "zero-shot":
+            if self.text_emb_CE is None:
+                raise SoftSAEError("a zero-shot classifier needs its class text embeddings")
             emb_BE = model(x_BCHW)
             emb_BE = emb_BE[0] if isinstance(emb_BE, tuple) else emb_BE
             if replace_embed is not None:
@@ -149,7 +151,7 @@ def _load_clip(
             lambda: open_clip.create_model(arch, pretrained=None, load_weights=False, **size)
         )
     dev = resolve_device(device)
-    model = model.eval().requires_grad_(False).to(dev)
+    model = cast(Any, model).eval().requires_grad_(False).to(dev)  # open_clip's CLIP
     tokenizer = open_clip.get_tokenizer(arch)
     chunks = []
     with torch.inference_mode():
@@ -196,7 +198,7 @@ def splice_logits(
     """Logits of each mode (orig, sae, mean_ablation), each (N, C), and the images read."""
     backbone = clf.backbone
     sae = sae.to(backbone.device).eval()
-    mean_D = sae.norm_mean.detach()
+    mean_D = cast(torch.Tensor, sae.norm_mean).detach()
 
     def with_sae(x_ND: torch.Tensor) -> torch.Tensor:
         return sae(x_ND.float()).x_hat
@@ -215,6 +217,7 @@ def splice_logits(
             if layer == EMBED:
                 logits[mode].append(clf.logits(x_BCHW, replace).cpu())
             else:
+                assert positions is not None  # set for every block layer
                 with spliced_block(backbone, int(layer), positions, replace):
                     logits[mode].append(clf.logits(x_BCHW).cpu())
     if not kept:
@@ -274,7 +277,7 @@ def run_downstream(
         )
     logits, kept = splice_logits(sae, clf, found, layer, tokens, batch_size)
     labels = None
-    if clf.kind == "zero-shot":
+    if clf.kind == "zero-shot" and found.labels is not None:  # zero-shot needs the labels
         labels = torch.tensor([found.labels[i] for i in kept])
     result: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,

@@ -12,6 +12,7 @@ saw gives numbers without meaning).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -82,9 +83,13 @@ def target_k(sae: BaseSAE) -> float | None:
     return float(k) if k is not None else None
 
 
+class _PredictsK(Protocol):
+    def predict_k(self, x_RD: torch.Tensor) -> torch.Tensor: ...
+
+
 def _token_k(sae: BaseSAE, x_RD: torch.Tensor, quantity: str) -> torch.Tensor:
-    if quantity == K_HAT:
-        return sae.predict_k(x_RD)
+    if quantity == K_HAT:  # resolve_quantity checked that the SAE predicts k
+        return cast(_PredictsK, sae).predict_k(x_RD)
     return (sae.encode(x_RD) != 0).sum(-1).float()
 
 

@@ -55,11 +55,12 @@ def read_images(images: str | os.PathLike, classes: str | os.PathLike | None = N
     folders = [
         p.relative_to(base).parts[0] if len(p.relative_to(base).parts) > 1 else None for p in paths
     ]
-    if any(f is None for f in folders) or len(set(folders)) < 2:
+    named = [f for f in folders if f is not None]
+    if len(named) < len(folders) or len(set(named)) < 2:
         return LabelledImages(paths)
-    names = sorted(set(folders))
+    names = sorted(set(named))
     index = {name: i for i, name in enumerate(names)}
-    return LabelledImages(paths, [index[f] for f in folders], [n.replace("_", " ") for n in names])
+    return LabelledImages(paths, [index[f] for f in named], [n.replace("_", " ") for n in names])
 
 
 def _read_csv(root: Path, table: Path) -> LabelledImages:
