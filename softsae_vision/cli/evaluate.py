@@ -74,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
     from softsae_vision.sae import load_run
     from softsae_vision.training import evaluate
 
-    run_ = load_run(args.run_dir)
-    sae, trained_on = run_.sae, run_.data
+    loaded = load_run(args.run_dir)
+    sae, trained_on = loaded.sae, loaded.data
     layer, tokens = args.layer, args.tokens
     if Path(args.data).is_dir() and trained_on.get("kind") == "store":
         layer = layer if layer is not None else trained_on.get("layer")
