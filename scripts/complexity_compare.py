@@ -17,10 +17,11 @@ from softsae_vision.analysis import (
     correlate,
     format_correlation,
     pair,
+    per_image_k,
     store_complexity,
 )
 from softsae_vision.analysis.labels import QUANTITY_LABELS
-from softsae_vision.viz import per_image_k, save_figure, styled
+from softsae_vision.viz import save_figure, styled
 from softsae_vision.viz.style import LINE_COLOURS, new_figure
 
 

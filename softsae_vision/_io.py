@@ -7,13 +7,16 @@ process at a time writes a run or a store; a second one is told who holds it.
 from __future__ import annotations
 
 import contextlib
+import csv
 import datetime
 import fcntl
+import io
 import json
 import os
+import re
 import socket
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from softsae_vision.errors import SoftSAEError
 
 TMP_SUFFIX = ".tmp"
 LOCK_FILE = ".lock"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _umask() -> int:
@@ -60,9 +64,62 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
+def json_dumps(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` keeping UTF-8 text readable and file names with undecodable bytes lossless.
+
+    Python gives a file name with bytes that are not UTF-8 as a str with lone surrogates
+    (``os.fsdecode``); those are written as ``\\udcXX`` escapes, which ``json.loads`` turns back
+    into the same str, and ``os.fsencode`` into the original bytes.
+    """
+    text = json.dumps(obj, ensure_ascii=False, **kwargs)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def dumps_pretty(obj: Any, indent: str = "") -> str:
+    """JSON with one key per line but short lists of numbers or strings kept on one line."""
+    inner = indent + "  "
+    if isinstance(obj, dict) and obj:
+        items = [f"{inner}{json_dumps(str(k))}: {dumps_pretty(v, inner)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
+    if isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
+        return "[\n" + ",\n".join(inner + dumps_pretty(v, inner) for v in obj) + f"\n{indent}]"
+    return json_dumps(obj)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, compact: bool = False) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically: indented by two spaces, or ``compact``.
+
+    ``compact`` (the activation store's files): one key per line, short lists on one line,
+    UTF-8 text kept as is (see :func:`dumps_pretty`).
+    """
+    text = dumps_pretty(obj) if compact else json.dumps(obj, indent=2)
+    write_text_atomic(path, text + "\n")
+
+
+def write_csv_atomic(
+    path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[object]]
+) -> Path:
+    """Write a CSV table (``header``, then ``rows``) to ``path`` atomically; return the path."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
+    return Path(path)
+
+
+def write_npz_atomic(path: str | os.PathLike, arrays: Mapping[str, Any]) -> Path:
+    """Write named arrays to an uncompressed ``.npz`` file at ``path`` atomically; return it."""
+    import numpy as np
+
+    named: dict[str, Any] = {name: np.asarray(value) for name, value in arrays.items()}
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+            np.savez(f, **named)
+
+    atomic_write(path, write)
+    return Path(path)
 
 
 def is_temporary(path: str | os.PathLike) -> bool:

@@ -75,10 +75,11 @@ def write_synthetic_store(
     inputs at a time, committing after each, as an extraction would. ``schema`` 2 writes the
     sharded layout with shards of at most ``shard_bytes`` (a few rows each by default).
     """
+    from softsae_vision._io import write_json_atomic
     from softsae_vision.backbones import EMBED, Preprocess, TokenLayout
     from softsae_vision.data.shard_writer import ShardWriter, finalize_store
-    from softsae_vision.data.store import ImageRecord, Store, StoreWriter, new_meta
-    from softsae_vision.data.store_format import write_json_atomic
+    from softsae_vision.data.store import ImageRecord, Store, new_meta
+    from softsae_vision.data.store_writer import StoreWriter
 
     layout = TokenLayout(n_cls, n_reg, grid)
     kinds = [k for k in ("cls", "register", "patch") if layout.count(k)]
@@ -97,7 +98,7 @@ def write_synthetic_store(
     if schema == 2:
         meta["shard_bytes"] = shard_bytes
         path.mkdir(parents=True)
-        write_json_atomic(path / "meta.json", meta)
+        write_json_atomic(path / "meta.json", meta, compact=True)
         writer = ShardWriter(path, meta, 0, (0, n_images))
     else:
         writer = StoreWriter.create(path, meta)

@@ -1,3 +1,4 @@
+import json
 import os
 import stat
 from pathlib import Path
@@ -83,3 +84,54 @@ def test_folder_lock_names_the_holder_and_is_released(tmp_path):
         pass
     with folder_lock(tmp_path / "f", "test job"):
         pass
+
+
+def test_compact_json_keeps_short_lists_on_one_line_and_utf8(tmp_path):
+    from softsae_vision._io import write_json_atomic
+
+    obj = {"grid": [14, 14], "name": "café", "layers": [{"layer": 6, "d": 384}]}
+    write_json_atomic(tmp_path / "m.json", obj, compact=True)
+    text = (tmp_path / "m.json").read_text(encoding="utf-8")
+    assert '"grid": [14, 14]' in text and "café" in text and text.endswith("}\n")
+    assert json.loads(text) == obj
+    write_json_atomic(tmp_path / "i.json", obj)
+    assert json.loads((tmp_path / "i.json").read_text()) == obj
+    assert '"grid": [\n' in (tmp_path / "i.json").read_text()  # indent=2: one item a line
+
+
+def test_json_dumps_round_trips_undecodable_file_names():
+    from softsae_vision._io import json_dumps
+
+    name = os.fsdecode(b"img_\xff.png")
+    assert json.loads(json_dumps({"path": name}))["path"] == name
+
+
+def test_csv_and_npz_writers(tmp_path):
+    import csv
+
+    import numpy as np
+
+    from softsae_vision._io import write_csv_atomic, write_npz_atomic
+
+    path = write_csv_atomic(tmp_path / "t.csv", ["a", "b"], [[1, "x"], [2.5, "y,z"]])
+    with open(path, newline="") as f:
+        assert list(csv.reader(f)) == [["a", "b"], ["1", "x"], ["2.5", "y,z"]]
+    path = write_npz_atomic(tmp_path / "a.npz", {"x": np.arange(3), "q": np.array("k_hat")})
+    assert path == tmp_path / "a.npz" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.npz",
+        "t.csv",
+    ]
+    with np.load(path) as z:
+        assert z["x"].tolist() == [0, 1, 2] and str(z["q"]) == "k_hat"
+
+
+@pytest.mark.parametrize(
+    "module", ["softsae_vision.data.store", "softsae_vision.data.store_format"]
+)
+def test_old_store_json_writer_paths_warn_and_write_the_compact_layout(tmp_path, module):
+    import importlib
+
+    with pytest.warns(DeprecationWarning, match="compact=True"):
+        writer = importlib.import_module(module).write_json_atomic
+    writer(tmp_path / "m.json", {"grid": [2, 3]})
+    assert '"grid": [2, 3]' in (tmp_path / "m.json").read_text()

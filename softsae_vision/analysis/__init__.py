@@ -16,6 +16,7 @@ from softsae_vision.analysis.complexity_table import (
     correlate_patches,
     store_complexity,
 )
+from softsae_vision.analysis.kmaps import MEAN_OVER_PATCHES, compute_kmaps, per_image_k
 from softsae_vision.analysis.kstats import KMaps, k_maps, token_k
 from softsae_vision.analysis.pairing import Pairing, pair
 from softsae_vision.analysis.stats import correlate, format_correlation, rankdata
@@ -24,6 +25,7 @@ from softsae_vision.analysis.views import ImageViews
 
 __all__ = [
     "IMAGE_MEASURES",
+    "MEAN_OVER_PATCHES",
     "MEASURE_LABELS",
     "PATCH_MEASURES",
     "ComplexityTable",
@@ -32,6 +34,7 @@ __all__ = [
     "Pairing",
     "TopActivations",
     "complexity_measures",
+    "compute_kmaps",
     "correlate",
     "correlate_images",
     "correlate_patches",
@@ -40,6 +43,7 @@ __all__ = [
     "k_maps",
     "pair",
     "patch_complexity",
+    "per_image_k",
     "rankdata",
     "store_complexity",
     "token_k",

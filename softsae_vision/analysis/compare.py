@@ -9,7 +9,6 @@ interpolation between the two neighbouring runs (never extrapolated beyond its L
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -143,7 +142,7 @@ def compare_runs(
 ) -> Comparison:
     """Evaluate every run on ``data`` (each on the layer and tokens it was trained on unless
     ``layer``/``tokens`` say otherwise), build fronts, interpolate, and measure seed stability."""
-    from softsae_vision.sae.base import CONFIG_FILE, load_sae
+    from softsae_vision.sae.base import load_run
     from softsae_vision.training.evaluate import evaluate, open_eval_source
 
     if not runs:
@@ -154,8 +153,8 @@ def compare_runs(
         raise SoftSAEError("the same run was given twice; pass each RUN once")
     measured, decoders = [], []
     for name, path in zip(names, paths, strict=True):
-        sae = load_sae(path, device=device)
-        config = json.loads((path / CONFIG_FILE).read_text())
+        run = load_run(path, device=device)
+        sae, config = run.sae, run.config
         source = open_eval_source(path, data, layer=layer, tokens=tokens)
         if source.d != sae.d_in:
             raise SoftSAEError(

@@ -21,7 +21,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -210,7 +210,7 @@ def splice_logits(
     """Logits of each mode (orig, sae, mean_ablation), each (N, V), and the images read."""
     backbone = clf.backbone
     sae = sae.to(backbone.device).eval()
-    mean_D = sae.norm_mean.detach()
+    mean_D = cast(torch.Tensor, sae.norm_mean).detach()
 
     def with_sae(x_ND: torch.Tensor) -> torch.Tensor:
         return sae(x_ND.float()).x_hat
@@ -229,6 +229,7 @@ def splice_logits(
             if positions is None:  # the embed layer
                 logits[mode].append(clf.logits(x_BCHW, replace).cpu())
             else:
+                assert positions is not None  # set for every block layer
                 with spliced_block(backbone, int(layer), positions, replace):
                     logits[mode].append(clf.logits(x_BCHW).cpu())
     if not kept:

@@ -12,6 +12,7 @@ saw gives numbers without meaning).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ __all__ = [
     "KMaps",
     "k_maps",
     "resolve_quantity",
+    "target_k",
     "token_k",
 ]
 
@@ -43,6 +45,7 @@ class KMaps:
     per_patch: np.ndarray  # (N, h, w) float32
     rows: np.ndarray  # (N,) store rows
     cls: np.ndarray | None = None  # (N,) k of the CLS token, when meaningful
+    target: float | None = None  # the SAE's target mean k (its ``k``), if it has one
 
     @property
     def per_image(self) -> np.ndarray:
@@ -74,9 +77,19 @@ def resolve_quantity(sae: BaseSAE, quantity: str = "auto") -> str:
     return quantity
 
 
+def target_k(sae: BaseSAE) -> float | None:
+    """The SAE's target mean k (its ``k`` hyperparameter), or None if it has none."""
+    k = getattr(sae, "k", None)
+    return float(k) if k is not None else None
+
+
+class _PredictsK(Protocol):
+    def predict_k(self, x_RD: torch.Tensor) -> torch.Tensor: ...
+
+
 def _token_k(sae: BaseSAE, x_RD: torch.Tensor, quantity: str) -> torch.Tensor:
-    if quantity == K_HAT:
-        return sae.predict_k(x_RD)
+    if quantity == K_HAT:  # resolve_quantity checked that the SAE predicts k
+        return cast(_PredictsK, sae).predict_k(x_RD)
     return (sae.encode(x_RD) != 0).sum(-1).float()
 
 
@@ -129,6 +142,7 @@ def k_maps(
         per_patch=torch.cat(maps).numpy().astype(np.float32),
         rows=np.concatenate(seen),
         cls=torch.cat(cls_k).numpy().astype(np.float32) if with_cls else None,
+        target=target_k(sae),
     )
 
 

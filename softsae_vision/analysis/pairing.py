@@ -8,7 +8,6 @@ SAE (or its k estimator) to tokens from another distribution without saying so.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -17,11 +16,12 @@ from typing import Any
 
 from softsae_vision.data.store import Store, open_store
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.sae.base import CONFIG_FILE, BaseSAE, load_sae
+from softsae_vision.sae.base import BaseSAE, load_run
+from softsae_vision.vocab import ALL, CLS, EMBED, PATCH, REGISTER
 
 log = logging.getLogger(__name__)
 
-PATCH, CLS, REGISTER, EMBED, ALL = "patch", "cls", "register", "embed", "all"
+__all__ = ["ALL", "CLS", "EMBED", "PATCH", "REGISTER", "Pairing", "pair"]
 
 
 @dataclass
@@ -36,6 +36,12 @@ class Pairing:
     "unknown" (a run trained on a plain array, or an SAE passed without a run directory)."""
     run_dir: Path | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    held: frozenset[str] = frozenset()
+    """Token kinds the paired layer of the store holds (read once, when paired)."""
+
+    def __post_init__(self) -> None:
+        if not self.held:
+            self.held = frozenset(self.store.layer_token_types(self.layer))
 
     @property
     def name(self) -> str:
@@ -48,7 +54,7 @@ class Pairing:
 
     def has_tokens(self, kind: str) -> bool:
         """Whether the paired layer of the store holds tokens of ``kind``."""
-        return len(self.store.token_indices(kind, self.layer)) > 0
+        return kind in self.held
 
     def saw(self, kind: str) -> bool:
         """Whether the SAE was trained on tokens of ``kind`` (patch, cls, register)."""
@@ -61,10 +67,10 @@ class Pairing:
     def require_patches(self, what: str) -> None:
         """Raise unless the paired layer holds patch tokens (needed for any per-patch map)."""
         if not self.has_tokens(PATCH):
-            held = sorted(set(self.store.layer_token_types(self.layer)))
+            held = ", ".join(sorted(self.held))
             raise SoftSAEError(
                 f"{what} needs patch tokens, but layer {self.layer} of {self.store.path} holds "
-                f"only {', '.join(held)}; extract a store with --tokens including patch"
+                f"only {held}; extract a store with --tokens including patch"
             )
 
     def require_softsae(self, what: str) -> None:
@@ -87,16 +93,13 @@ def pair(
     ``layer`` defaults to the layer the run was trained on, or the store's only layer.
     Raises :class:`SoftSAEError` if the store's activation width differs from the SAE's.
     """
-    run_dir, config = None, {}
+    run_dir, config, data = None, {}, {}
     if isinstance(run, BaseSAE):
         sae = run
     else:
-        run_dir = Path(run)
-        run_dir = run_dir.parent if run_dir.suffix == ".safetensors" else run_dir
-        sae = load_sae(run_dir, device=device)
-        config = json.loads((run_dir / CONFIG_FILE).read_text())
+        loaded = load_run(run, device=device)
+        sae, run_dir, config, data = loaded.sae, loaded.dir, loaded.config, loaded.data
     store = store if isinstance(store, Store) else open_store(store)
-    data = config.get("data") or {}
     trained_layer = data.get("layer") if data.get("kind") == "store" else None
     if layer is None and trained_layer is not None:
         layer = trained_layer

@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from softsae_vision._io import write_npz_atomic
 from softsae_vision.analysis.reading import images_per_chunk, iter_chunks, token_positions
 from softsae_vision.data.store import Store
 from softsae_vision.devices import resolve_device
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.sae.base import BaseSAE, atomic_write
+from softsae_vision.sae.base import BaseSAE
 
 
 @dataclass
@@ -59,15 +60,7 @@ class TopActivations:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write to a ``.npz`` file (reload with :meth:`load`)."""
-        path = Path(path)
-
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as f:
-                arrays: dict[str, Any] = {k: np.asarray(v) for k, v in vars(self).items()}
-                np.savez(f, **arrays)
-
-        atomic_write(path, write)
-        return path
+        return write_npz_atomic(path, vars(self))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TopActivations:

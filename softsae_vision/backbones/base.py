@@ -1,7 +1,8 @@
 """One interface over ViT backbones from different libraries: token layout and layer outputs.
 
 A layer is a block index (its residual-stream output, negative indices count from the end) or
-the pseudo-layer ``"embed"``: the model's pooled (and, for CLIP, projected) image embedding.
+the pseudo-layer ``"embed"``: the model's pooled (and, for CLIP, projected) image embedding
+(layer names, token kinds and their resolution live in :mod:`softsae_vision.vocab`).
 Block outputs are captured with forward hooks, and the forward pass is cut short after the last
 block needed unless the embedding is wanted too.
 """
@@ -10,78 +11,30 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from softsae_vision.backbones.transform import Preprocess
-from softsae_vision.errors import SoftSAEError
+from softsae_vision.vocab import (
+    EMBED,
+    TOKEN_KINDS,
+    Layer,
+    TokenLayout,
+    resolve_layer_index,
+)
 
-EMBED = "embed"
-"""Name of the pooled image-embedding pseudo-layer."""
+__all__ = [
+    "EMBED",
+    "TOKEN_TYPES",
+    "Backbone",
+    "Layer",
+    "TokenLayout",
+    "resolve_layer_index",
+]
 
-Layer = int | str
-"""A block index (int, negative counts from the end) or ``"embed"``."""
-
-TOKEN_TYPES = ("cls", "register", "patch")
-
-
-@dataclass(frozen=True)
-class TokenLayout:
-    """Order of tokens in a block's output: ``n_cls`` CLS, ``n_reg`` register, then patches."""
-
-    n_cls: int
-    n_reg: int
-    grid: tuple[int, int]
-    """Patch grid (h, w); patch tokens are stored row-major."""
-
-    @property
-    def n_prefix(self) -> int:
-        return self.n_cls + self.n_reg
-
-    @property
-    def n_tokens(self) -> int:
-        return self.n_prefix + self.grid[0] * self.grid[1]
-
-    def token_types(self) -> list[str]:
-        """The type of each token position: "cls", "register" or "patch"."""
-        n_patch = self.grid[0] * self.grid[1]
-        return ["cls"] * self.n_cls + ["register"] * self.n_reg + ["patch"] * n_patch
-
-    def count(self, kind: str) -> int:
-        """Number of tokens of one type."""
-        return {"cls": self.n_cls, "register": self.n_reg, "patch": self.grid[0] * self.grid[1]}[
-            kind
-        ]
-
-
-def resolve_layer_index(layer: Layer, n_blocks: int, owner: str = "the model") -> Layer:
-    """The block index in ``0..n_blocks-1`` (or ``"embed"``) meant by ``layer``.
-
-    The one home of layer resolution (backbones, extraction and stores share it): negative
-    indices count from the end, and anything outside ``-n_blocks..n_blocks-1`` is an error,
-    never wrapped around.
-    """
-    if isinstance(layer, str):
-        if layer.strip().lower() == EMBED:
-            return EMBED
-        try:
-            layer = int(layer)
-        except ValueError:
-            raise SoftSAEError(
-                f"unknown layer {layer!r}; use a block index (0..{n_blocks - 1}, "
-                f"negative counts from the end) or {EMBED!r}"
-            ) from None
-    if isinstance(layer, bool) or not hasattr(layer, "__index__"):
-        raise SoftSAEError(f"layer must be a block index or {EMBED!r}, got {layer!r}")
-    layer = int(layer)
-    if not -n_blocks <= layer < n_blocks:
-        raise SoftSAEError(
-            f"layer {layer} is out of range: {owner} has {n_blocks} blocks "
-            f"(use 0..{n_blocks - 1}, negative counts from the end, or {EMBED!r})"
-        )
-    return layer % n_blocks
+TOKEN_TYPES = TOKEN_KINDS
+"""The token kinds of a block layer (an older name of :data:`softsae_vision.vocab.TOKEN_KINDS`)."""
 
 
 class _StopForwardSignal(Exception):  # noqa: N818 - a control-flow signal, not an error

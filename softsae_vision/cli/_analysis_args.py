@@ -1,8 +1,11 @@
-"""Arguments shared by the analysis subcommands (features, kmaps, complexity, report)."""
+"""Arguments shared by the analysis subcommands (features, kmaps, complexity, report, compare)
+and the one way they open a run/store pairing and call a ``write_*`` function."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
 
 def add_common(p: argparse.ArgumentParser, *, pdf: bool = True, several: bool = False) -> None:
@@ -29,6 +32,48 @@ def add_common(p: argparse.ArgumentParser, *, pdf: bool = True, several: bool = 
         default=pdf,
         help=f"also save every figure as PDF, for papers (default: {'on' if pdf else 'off'})",
     )
+
+
+def add_quantity(p: argparse.ArgumentParser) -> None:
+    """--quantity: which k the kmaps and complexity commands measure."""
+    p.add_argument(
+        "--quantity",
+        choices=("auto", "k_hat", "l0"),
+        default="auto",
+        help="k_hat (SoftSAE only) or l0 (realised active latents); auto picks k_hat if possible",
+    )
+
+
+def runs_and_last(paths: list[str], last: str) -> tuple[list[str], str]:
+    """RUN [RUN ...] then one more path (``last`` names it in messages); every path must exist."""
+    from pathlib import Path
+
+    from softsae_vision.errors import SoftSAEError
+
+    if len(paths) < 2:
+        raise SoftSAEError(f"give at least one RUN and then {last}")
+    *runs, final = paths
+    for path in (*runs, final):
+        if not Path(path).exists():
+            raise SoftSAEError(f"no such file or directory: {path}")
+    return runs, final
+
+
+def write_with(
+    args: argparse.Namespace, write: Callable[..., Any], **options: Any
+) -> tuple[Any, Any]:
+    """(pairing, result) of ``write(pairing, args.out, **options)`` on the run and store named
+    by ``args``, with the device, progress bars and figure formats the common flags ask for."""
+    pairing = open_pairing(args)
+    result = write(
+        pairing,
+        args.out,
+        device=device_of(pairing),
+        progress=not args.no_progress,
+        formats=formats_of(args),
+        **options,
+    )
+    return pairing, result
 
 
 def formats_of(args: argparse.Namespace) -> tuple[str, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from softsae_vision.cli._analysis_args import runs_and_last
 from softsae_vision.cli.train import add_store_args
 
 
@@ -42,14 +43,7 @@ def add_parser(sub, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from softsae_vision.errors import SoftSAEError
-
-    if len(args.paths) < 2:
-        raise SoftSAEError("give at least one RUN and then DATA (a .npy file or a store)")
-    *runs, data = args.paths
-    for path in (*runs, data):
-        if not Path(path).exists():
-            raise SoftSAEError(f"no such file or directory: {path}")
+    runs, data = runs_and_last(args.paths, "DATA (a .npy file or a store)")
 
     from softsae_vision.analysis.compare import compare_runs
     from softsae_vision.devices import resolve_device

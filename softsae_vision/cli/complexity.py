@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from softsae_vision.cli._analysis_args import add_common, device_of, formats_of, open_pairing
+from softsae_vision.cli._analysis_args import add_common, add_quantity, write_with
 
 
 def add_parser(sub, name: str) -> None:
@@ -19,12 +19,7 @@ def add_parser(sub, name: str) -> None:
         ),
     )
     add_common(p)
-    p.add_argument(
-        "--quantity",
-        choices=("auto", "k_hat", "l0"),
-        default="auto",
-        help="k_hat (SoftSAE only) or l0 (realised active latents); auto picks k_hat if possible",
-    )
+    add_quantity(p)
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.set_defaults(run=run)
@@ -33,16 +28,8 @@ def add_parser(sub, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from softsae_vision.viz.complexity import write_complexity
 
-    pairing = open_pairing(args)
-    result = write_complexity(
-        pairing,
-        args.out,
-        quantity=args.quantity,
-        n_boot=args.n_boot,
-        seed=args.seed,
-        device=device_of(pairing),
-        progress=not args.no_progress,
-        formats=formats_of(args),
+    _, result = write_with(
+        args, write_complexity, quantity=args.quantity, n_boot=args.n_boot, seed=args.seed
     )
     print(f"{len(result.table.rows)} images; {result.note}")
     for variable in result.image_stats:

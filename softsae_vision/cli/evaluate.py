@@ -71,14 +71,11 @@ def run(args: argparse.Namespace) -> int:
 
     from softsae_vision.data.sources import open_source
     from softsae_vision.errors import SoftSAEError
-    from softsae_vision.sae import load_sae
+    from softsae_vision.sae import load_run
     from softsae_vision.training import evaluate
 
-    sae = load_sae(args.run_dir)
-    run_dir = Path(args.run_dir)
-    run_dir = run_dir.parent if run_dir.suffix == ".safetensors" else run_dir
-    trained_on = json.loads((run_dir / "config.json").read_text()).get("data", {})
-    trained_on = trained_on if isinstance(trained_on, dict) else {}
+    loaded = load_run(args.run_dir)
+    sae, trained_on = loaded.sae, loaded.data
     layer, tokens = args.layer, args.tokens
     if Path(args.data).is_dir() and trained_on.get("kind") == "store":
         layer = layer if layer is not None else trained_on.get("layer")

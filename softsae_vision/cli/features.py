@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from softsae_vision.cli._analysis_args import (
-    add_common,
-    device_of,
-    feature_ids,
-    formats_of,
-    open_pairing,
-)
+from softsae_vision.cli._analysis_args import add_common, feature_ids, write_with
 
 
 def add_parser(sub, name: str) -> None:
@@ -46,18 +40,14 @@ def add_parser(sub, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from softsae_vision.viz.features import write_features
 
-    pairing = open_pairing(args)
-    result = write_features(
-        pairing,
-        args.out,
+    pairing, result = write_with(
+        args,
+        write_features,
         features=args.features,
         select=args.select,
         n_features=args.n_features,
         n_top=args.top,
         seed=args.seed,
-        device=device_of(pairing),
-        progress=not args.no_progress,
-        formats=formats_of(args),
     )
     print(
         f"{len(result.figures)} feature figures and the index in {result.out} "

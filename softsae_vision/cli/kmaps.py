@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from softsae_vision.cli._analysis_args import add_common, device_of, formats_of, open_pairing
+from softsae_vision.cli._analysis_args import add_common, add_quantity, write_with
 
 
 def add_parser(sub, name: str) -> None:
@@ -18,12 +18,7 @@ def add_parser(sub, name: str) -> None:
         ),
     )
     add_common(p)
-    p.add_argument(
-        "--quantity",
-        choices=("auto", "k_hat", "l0"),
-        default="auto",
-        help="k_hat (SoftSAE only), l0 (realised active latents); auto picks k_hat if possible",
-    )
+    add_quantity(p)
     p.add_argument("--n-grid", type=int, default=8, help="images in the lowest/highest grids")
     p.add_argument(
         "--n-single",
@@ -37,16 +32,8 @@ def add_parser(sub, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from softsae_vision.viz.kmaps import write_kmaps
 
-    pairing = open_pairing(args)
-    result = write_kmaps(
-        pairing,
-        args.out,
-        quantity=args.quantity,
-        n_grid=args.n_grid,
-        n_single=args.n_single,
-        device=device_of(pairing),
-        progress=not args.no_progress,
-        formats=formats_of(args),
+    _, result = write_with(
+        args, write_kmaps, quantity=args.quantity, n_grid=args.n_grid, n_single=args.n_single
     )
     km = result.kmaps
     print(

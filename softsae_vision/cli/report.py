@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from softsae_vision.cli._analysis_args import add_common
+from softsae_vision.cli._analysis_args import add_common, runs_and_last
 
 
 def add_parser(sub, name: str) -> None:
@@ -36,16 +36,7 @@ def add_parser(sub, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from softsae_vision.errors import SoftSAEError
-
-    if len(args.paths) < 2:
-        raise SoftSAEError("give at least one RUN and then STORE")
-    *runs, store = args.paths
-    for path in (*runs, store):
-        if not Path(path).exists():
-            raise SoftSAEError(f"no such file or directory: {path}")
+    runs, store = runs_and_last(args.paths, "STORE")
 
     from softsae_vision.devices import resolve_device
     from softsae_vision.viz.report import build_report

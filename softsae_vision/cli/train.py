@@ -6,8 +6,9 @@ import argparse
 import json
 import math
 
+from softsae_vision.vocab import TOKEN_CHOICES
+
 ARCHES = ("softsae", "topk", "batchtopk", "matryoshka", "relu")
-TOKEN_CHOICES = ("patch", "cls", "register", "all", "embed")
 
 
 # Numeric flags of `train` and the range each must lie in: (low, high, low excluded).

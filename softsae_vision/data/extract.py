@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from softsae_vision.backbones.base import EMBED, TOKEN_TYPES, Backbone, Layer
+from softsae_vision._io import write_json_atomic
+from softsae_vision.backbones.base import Backbone
 from softsae_vision.data.distributed import Ranks
 from softsae_vision.data.extract_loop import PRECISIONS, run_share
 from softsae_vision.data.gpu_decode import DECODERS, check_gpu_decoding
@@ -45,11 +46,11 @@ from softsae_vision.data.store_format import (
     SHARDED_SCHEMA_VERSION,
     is_stale_temporary,
     new_meta,
-    write_json_atomic,
 )
 from softsae_vision.data.store_lock import StoreLock
 from softsae_vision.data.store_writer import StoreWriter
 from softsae_vision.errors import SoftSAEError
+from softsae_vision.vocab import EMBED, TOKEN_KINDS, Layer
 
 logger = logging.getLogger(__name__)
 
@@ -105,11 +106,11 @@ def select_tokens(backbone: Backbone, tokens: Sequence[str] | None) -> list[str]
     """Validated token kinds to store; None means every kind the model has."""
     layout = backbone.layout
     if tokens is None:
-        return [kind for kind in TOKEN_TYPES if layout.count(kind) > 0]
+        return [kind for kind in TOKEN_KINDS if layout.count(kind) > 0]
     kinds = [t.strip().lower() for t in tokens if t.strip()]
     for kind in kinds:
-        if kind not in TOKEN_TYPES:
-            raise SoftSAEError(f"unknown token type {kind!r}; use any of {', '.join(TOKEN_TYPES)}")
+        if kind not in TOKEN_KINDS:
+            raise SoftSAEError(f"unknown token type {kind!r}; use any of {', '.join(TOKEN_KINDS)}")
         if layout.count(kind) == 0:
             raise SoftSAEError(
                 f"{backbone.name} has no {kind} tokens (layout: {layout.n_cls} cls, "
@@ -117,8 +118,8 @@ def select_tokens(backbone: Backbone, tokens: Sequence[str] | None) -> list[str]
                 f"drop {kind!r} from --tokens"
             )
     if not kinds:
-        raise SoftSAEError("--tokens is empty; use any of cls,register,patch")
-    return [kind for kind in TOKEN_TYPES if kind in kinds]
+        raise SoftSAEError(f"--tokens is empty; use any of {','.join(TOKEN_KINDS)}")
+    return [kind for kind in TOKEN_KINDS if kind in kinds]
 
 
 def resolve_layers(backbone: Backbone, layers: Sequence[Layer]) -> list[Layer]:
@@ -287,14 +288,16 @@ def _open_store_folder(
     if check_space:
         n_total = int(meta["images"]["n_total"])
         if state == "schema1":
-            from softsae_vision.data.store import read_progress
+            from softsae_vision.data.store_check import read_progress
 
             done = read_progress(out)["images_done"]
         else:
             done = sum(read_rank_progress(out, r)["images_done"] for r in range(ranks.world))
         _check_free_space(out, meta, n_total - (done if state != "new" else 0))
     if state == "new":
-        write_json_atomic(out / META_FILE, meta)  # first, so a crash right after still resumes
+        write_json_atomic(
+            out / META_FILE, meta, compact=True
+        )  # first, so a crash right after still resumes
     return state, old
 
 

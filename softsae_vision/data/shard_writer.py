@@ -19,20 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from softsae_vision._io import atomic_write
-from softsae_vision.backbones.base import Layer
+from softsae_vision._io import atomic_write, json_dumps, write_json_atomic
 from softsae_vision.data.store_check import damaged
 from softsae_vision.data.store_format import (
     INDEX_FILE,
     META_FILE,
     SHARDS_FILE,
     ImageRecord,
-    json_dumps,
     layer_key,
     npy_header,
-    write_json_atomic,
 )
 from softsae_vision.errors import SoftSAEError
+from softsae_vision.vocab import Layer
 
 PARTS_DIR = "parts"
 DEFAULT_SHARD_BYTES = 2 << 30
@@ -163,7 +161,7 @@ class ShardWriter:
             os.fsync(f.fileno())
         self._index.flush()
         os.fsync(self._index.fileno())
-        write_json_atomic(_progress_path(self.path, self.rank), self._progress())
+        write_json_atomic(_progress_path(self.path, self.rank), self._progress(), compact=True)
 
     def finish(self) -> None:
         """Cut this rank's last shard to its rows, drop shards past it, mark the rank done."""
@@ -188,7 +186,9 @@ class ShardWriter:
             for stale in (self.path / entry["file"]).glob(f"{prefix}*.npy"):
                 if int(stale.stem[len(prefix) :]) >= n_shards:  # written after a lost commit
                     stale.unlink()
-        write_json_atomic(_progress_path(self.path, self.rank), self._progress(done=True))
+        write_json_atomic(
+            _progress_path(self.path, self.rank), self._progress(done=True), compact=True
+        )
         self.done = True
         self.close()
 
@@ -231,10 +231,10 @@ def finalize_store(path: Path, meta: dict[str, Any], world: int) -> None:
                 offset += int(p["n_ok"])
 
     atomic_write(path / INDEX_FILE, merge)
-    write_json_atomic(path / SHARDS_FILE, {"schema_version": 2, "layers": shards})
+    write_json_atomic(path / SHARDS_FILE, {"schema_version": 2, "layers": shards}, compact=True)
     n_ok = sum(int(p["n_ok"]) for p in progress)
     n_total = int(meta["images"]["n_total"])
     meta["images"].update(n_ok=n_ok, n_skipped=n_total - n_ok)
     meta["complete"] = True
-    write_json_atomic(path / META_FILE, meta)
+    write_json_atomic(path / META_FILE, meta, compact=True)
     shutil.rmtree(path / PARTS_DIR, ignore_errors=True)

@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from softsae_vision.backbones.base import EMBED, Layer, resolve_layer_index
+from softsae_vision import _io
+from softsae_vision._deprecated import deprecated
 from softsae_vision.backbones.transform import Preprocess
 from softsae_vision.data.sharded import ShardedArray, read_shard_table
-from softsae_vision.data.store_check import FIX, check_meta, count_index, damaged
+from softsae_vision.data.store_check import FIX, check_meta, count_index, damaged, read_progress
 from softsae_vision.data.store_format import (
     DTYPES,
     FORMAT_NAME,
@@ -43,9 +45,9 @@ from softsae_vision.data.store_format import (
     layer_file,
     layer_key,
     new_meta,
-    write_json_atomic,
 )
 from softsae_vision.errors import SoftSAEError
+from softsae_vision.vocab import EMBED, Layer, resolve_layer_index
 
 __all__ = [
     "DTYPES",
@@ -60,7 +62,7 @@ __all__ = [
     "new_meta",
     "open_store",
     "read_meta",
-    "write_json_atomic",
+    "read_progress",
 ]
 
 FINITE_SAMPLE_ROWS = 8
@@ -315,23 +317,8 @@ def _images_done(path: Path, meta: dict[str, Any]) -> int:
     return sum(int(read_rank_progress(path, r).get("images_done", 0)) for r in range(ranks))
 
 
-def read_progress(path: Path) -> dict[str, int]:
-    """The resume point of an unfinished schema-1 store (zeros if there is none yet)."""
-    try:
-        progress = json.loads((path / PROGRESS_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return {"images_done": 0, "n_ok": 0, "index_bytes": 0}
-    keys = ("images_done", "n_ok", "index_bytes")
-    if not isinstance(progress, dict) or not all(
-        isinstance(progress.get(k), int) and progress[k] >= 0 for k in keys
-    ):
-        raise damaged(path / PROGRESS_FILE, "malformed resume point")
-    return progress
-
-
 def __getattr__(name: str) -> Any:
-    if name == "StoreWriter":  # defined in store_writer, which imports this module
-        from softsae_vision.data.store_writer import StoreWriter
-
-        return StoreWriter
-    raise AttributeError(name)
+    if name == "write_json_atomic":  # the store's JSON layout is _io's compact one
+        new = "softsae_vision._io.write_json_atomic(path, obj, compact=True)"
+        return deprecated(f"{__name__}.{name}", new, partial(_io.write_json_atomic, compact=True))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,13 +6,14 @@ fix, never a ``KeyError`` or ``TypeError`` from deep inside a reader.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from softsae_vision.backbones.base import EMBED, TOKEN_TYPES
 from softsae_vision.backbones.transform import Preprocess
-from softsae_vision.data.store_format import DTYPES, INDEX_FILE, OK_MARK
+from softsae_vision.data.store_format import DTYPES, INDEX_FILE, OK_MARK, PROGRESS_FILE
 from softsae_vision.errors import SoftSAEError
+from softsae_vision.vocab import EMBED, TOKEN_KINDS
 
 FIX = "the store is damaged: re-extract it with `softsae extract`"
 
@@ -64,8 +65,8 @@ def check_meta(meta: Any, path: Path) -> None:
     if not (_is_int(layout.get("n_cls")) and _is_int(layout.get("n_reg"))):
         raise damaged(path, "'token_layout' needs integer 'n_cls' and 'n_reg'")
     types, positions = layout.get("token_types"), layout.get("positions")
-    if not isinstance(types, list) or not all(t in TOKEN_TYPES for t in types):
-        raise damaged(path, f"'token_layout.token_types' must list {', '.join(TOKEN_TYPES)}")
+    if not isinstance(types, list) or not all(t in TOKEN_KINDS for t in types):
+        raise damaged(path, f"'token_layout.token_types' must list {', '.join(TOKEN_KINDS)}")
     if not isinstance(positions, list) or not all(_is_int(p) for p in positions):
         raise damaged(path, "'token_layout.positions' must be a list of token indices")
     if len(positions) != len(types) or not types:
@@ -128,3 +129,17 @@ def count_index(path: Path, chunk_bytes: int = 1 << 24) -> tuple[int, int]:
     except FileNotFoundError:
         raise damaged(path, "the image index is missing") from None
     return lines, ok
+
+
+def read_progress(path: Path) -> dict[str, int]:
+    """The resume point of an unfinished schema-1 store (zeros if there is none yet)."""
+    try:
+        progress = json.loads((path / PROGRESS_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {"images_done": 0, "n_ok": 0, "index_bytes": 0}
+    keys = ("images_done", "n_ok", "index_bytes")
+    if not isinstance(progress, dict) or not all(
+        isinstance(progress.get(k), int) and progress[k] >= 0 for k in keys
+    ):
+        raise damaged(path / PROGRESS_FILE, "malformed resume point")
+    return progress

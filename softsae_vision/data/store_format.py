@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from softsae_vision._io import write_text_atomic
+from softsae_vision import _io
+from softsae_vision._deprecated import deprecated
+from softsae_vision._io import json_dumps
 from softsae_vision._version import __version__
-from softsae_vision.backbones.base import EMBED, Layer, TokenLayout
 from softsae_vision.backbones.transform import Preprocess
 from softsae_vision.errors import SoftSAEError
+from softsae_vision.vocab import EMBED, Layer, TokenLayout
 
 SCHEMA_VERSION = 1
 """The single-file-per-layer layout (``layer_<L>.npy``)."""
@@ -36,7 +38,6 @@ LOCK_FILE = ".lock"
 DTYPES = ("float16", "float32")
 NPY_MAGIC = b"\x93NUMPY\x01\x00"
 _STALE_TEMP = re.compile(r"^\..+\.tmp$")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def layer_file(layer: Layer) -> str:
@@ -47,33 +48,6 @@ def layer_file(layer: Layer) -> str:
 def layer_key(layer: Layer) -> str:
     """Dictionary key of a layer: ``"6"`` or ``"embed"``."""
     return str(layer)
-
-
-def json_dumps(obj: Any, **kwargs: Any) -> str:
-    """``json.dumps`` keeping UTF-8 text readable and file names with undecodable bytes lossless.
-
-    Python gives a file name with bytes that are not UTF-8 as a str with lone surrogates
-    (``os.fsdecode``); those are written as ``\\udcXX`` escapes, which ``json.loads`` turns back
-    into the same str, and ``os.fsencode`` into the original bytes.
-    """
-    text = json.dumps(obj, ensure_ascii=False, **kwargs)
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-def dumps_pretty(obj: Any, indent: str = "") -> str:
-    """JSON with one key per line but short lists of numbers or strings kept on one line."""
-    inner = indent + "  "
-    if isinstance(obj, dict) and obj:
-        items = [f"{inner}{json_dumps(str(k))}: {dumps_pretty(v, inner)}" for k, v in obj.items()]
-        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
-    if isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
-        return "[\n" + ",\n".join(inner + dumps_pretty(v, inner) for v in obj) + f"\n{indent}]"
-    return json_dumps(obj)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON (compact lists, one key per line) to ``path`` atomically."""
-    write_text_atomic(path, dumps_pretty(obj) + "\n")
 
 
 def is_stale_temporary(name: str) -> bool:
@@ -236,3 +210,10 @@ def new_meta(
         },
         "extraction": dict(extraction or {}),
     }
+
+
+def __getattr__(name: str) -> Any:
+    if name == "write_json_atomic":  # the store's JSON layout is _io's compact one
+        new = "softsae_vision._io.write_json_atomic(path, obj, compact=True)"
+        return deprecated(f"{__name__}.{name}", new, partial(_io.write_json_atomic, compact=True))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

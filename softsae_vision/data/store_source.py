@@ -22,12 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from softsae_vision.backbones.base import EMBED, TOKEN_TYPES, Layer
 from softsae_vision.data.store import Store, open_store
 from softsae_vision.errors import SoftSAEError
-
-TOKEN_CHOICES = ("patch", "cls", "register", "all", EMBED)
-"""What ``tokens`` may be: one token type, every stored token ("all"), or the embed layer's."""
+from softsae_vision.vocab import EMBED, TOKEN_CHOICES, TOKEN_KINDS, Layer
 
 
 class StoreSource:
@@ -169,7 +166,7 @@ class StoreSource:
 
     def iter_eval(self, batch_size: int) -> Iterator[tuple[str, torch.Tensor]]:
         """Every row once, grouped by token type (cls, register, patch or embed), image order."""
-        kinds = [k for k in (*TOKEN_TYPES, EMBED) if k in self._types]
+        kinds = [k for k in (*TOKEN_KINDS, EMBED) if k in self._types]
         for kind in kinds:
             positions = self._positions[[t == kind for t in self._types]]
             step = max(1, batch_size // len(positions))

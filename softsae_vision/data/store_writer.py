@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from softsae_vision.backbones.base import Layer
-from softsae_vision.data.store import Store, read_progress
+from softsae_vision._io import write_json_atomic
+from softsae_vision.data.store import Store
+from softsae_vision.data.store_check import read_progress
 from softsae_vision.data.store_format import (
     INDEX_FILE,
     META_FILE,
@@ -19,8 +20,8 @@ from softsae_vision.data.store_format import (
     layer_key,
     npy_header,
     npy_header_len,
-    write_json_atomic,
 )
+from softsae_vision.vocab import Layer
 
 
 class StoreWriter:
@@ -51,7 +52,7 @@ class StoreWriter:
     def create(cls, path: Path, meta: dict[str, Any]) -> StoreWriter:
         """Start a new store (``meta.json`` first, so a crash right after still resumes)."""
         path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path / META_FILE, meta)
+        write_json_atomic(path / META_FILE, meta, compact=True)
         n_total = int(meta["images"]["n_total"])
         for entry in meta["layers"]:
             shape = (n_total, int(entry["n_tokens"]), int(entry["d"]))
@@ -64,7 +65,7 @@ class StoreWriter:
             os.replace(tmp, path / entry["file"])
         (path / INDEX_FILE).write_bytes(b"")
         progress = {"images_done": 0, "n_ok": 0, "index_bytes": 0}
-        write_json_atomic(path / PROGRESS_FILE, progress)
+        write_json_atomic(path / PROGRESS_FILE, progress, compact=True)
         return cls(path, meta, progress)
 
     @classmethod
@@ -105,6 +106,7 @@ class StoreWriter:
         write_json_atomic(
             self.path / PROGRESS_FILE,
             {"images_done": self.images_done, "n_ok": self.n_ok, "index_bytes": self._index_bytes},
+            compact=True,
         )
 
     def finalize(self) -> Store:
@@ -122,7 +124,7 @@ class StoreWriter:
         n_total = int(self.meta["images"]["n_total"])
         self.meta["images"].update(n_ok=self.n_ok, n_skipped=n_total - self.n_ok)
         self.meta["complete"] = True
-        write_json_atomic(self.path / META_FILE, self.meta)
+        write_json_atomic(self.path / META_FILE, self.meta, compact=True)
         (self.path / PROGRESS_FILE).unlink(missing_ok=True)
         return Store(self.path)
 

@@ -7,12 +7,16 @@ semantic. Sized to finish in a few minutes on a 2-core CPU.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from softsae_vision._io import write_json_atomic
 from softsae_vision.errors import SoftSAEError
+
+if TYPE_CHECKING:
+    from softsae_vision.sae.base import BaseSAE
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +124,7 @@ def run_image_demo(
     from softsae_vision.data.extract import extract
     from softsae_vision.data.store_source import StoreSource
     from softsae_vision.sae import SoftSAE, TopKSAE
+    from softsae_vision.sae.base import CONFIG_FILE
     from softsae_vision.training import TrainConfig, evaluate, train
     from softsae_vision.viz.report import build_report
 
@@ -158,12 +163,11 @@ def run_image_demo(
     }
     summary: dict = {"model": settings.model, "pretrained": pretrained, "k": settings.k}
     for name, sae in saes.items():
-        resume = (runs[name] / "config.json").exists()
-        if resume and json.loads((runs[name] / "config.json").read_text())["status"] == "complete":
-            from softsae_vision.sae import load_sae
-
-            sae = saes[name] = load_sae(runs[name])
+        finished = _finished_run(runs[name])
+        if finished is not None:
+            sae = saes[name] = finished
         else:
+            resume = (runs[name] / CONFIG_FILE).exists()  # an unfinished run: continue it
             train(sae, source, cfg, run_dir=runs[name], resume=resume, progress=progress)
         summary[name] = evaluate(sae, source.iter_eval(4096), device=device)
     banner = None if pretrained else RANDOM_WEIGHTS_BANNER
@@ -179,5 +183,17 @@ def run_image_demo(
         progress=progress,
     )
     summary["comparison"] = compare(summary)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(out / "summary.json", summary)
     return DemoResult(report, report, summary, pretrained)
+
+
+def _finished_run(run_dir: Path) -> BaseSAE | None:
+    """The SAE of a finished run in ``run_dir`` (kept from an earlier demo), else None."""
+    from softsae_vision.sae.base import CONFIG_FILE, load_run
+
+    if not (run_dir / CONFIG_FILE).exists():
+        return None
+    try:
+        return load_run(run_dir).sae
+    except SoftSAEError:  # unfinished or damaged: training resumes it or says what is wrong
+        return None

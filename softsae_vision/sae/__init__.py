@@ -3,9 +3,11 @@
 from softsae_vision.sae.base import (
     SAE_REGISTRY,
     BaseSAE,
+    Run,
     SAEOutput,
     StepContext,
     TrainOutput,
+    load_run,
     load_sae,
     register_sae,
 )
@@ -21,11 +23,13 @@ __all__ = [
     "BatchTopKSAE",
     "MatryoshkaSAE",
     "ReLUSAE",
+    "Run",
     "SAEOutput",
     "SoftSAE",
     "StepContext",
     "TopKSAE",
     "TrainOutput",
+    "load_run",
     "load_sae",
     "register_sae",
 ]

@@ -217,12 +217,18 @@ class BaseSAE(nn.Module):
         if config_path.exists():  # keep what the trainer recorded (data, training settings)
             old = _read_config(config_path)
             config = {**old, **config}
+        self.save_weights(out)
+        write_json_atomic(config_path, config)
+        return out
+
+    def save_weights(self, path: str | os.PathLike) -> Path:
+        """Write only ``sae.safetensors`` into directory ``path`` (atomically); return its path."""
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         # Serialised in memory and written by Python: safetensors' own save_file re-creates the
         # file (private permissions) and reports a full disk as a Rust error.
-        write_bytes_atomic(out / WEIGHTS_FILE, safetensors_bytes(tensors))
-        write_json_atomic(config_path, config)
-        return out
+        weights = Path(path) / WEIGHTS_FILE
+        write_bytes_atomic(weights, safetensors_bytes(tensors))
+        return weights
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
         """Upload weights, config and a model card to a Hub repo; see :func:`hub.push_to_hub`."""
@@ -322,12 +328,48 @@ def load_sae(
 
     Every malformed or inconsistent file gives one SoftSAEError naming the file and the fix.
     """
+    return load_run(path, device, format).sae
+
+
+@dataclass(frozen=True)
+class Run:
+    """A loaded SAE, the config it was saved with, and the folder it was read from."""
+
+    sae: BaseSAE
+    config: dict[str, Any]
+    """``config.json`` as read; for another toolkit's file, made up from its provenance."""
+    dir: Path
+    """The run directory (for an imported file: the file or folder it was imported from)."""
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """What the SAE was trained on (``config["data"]``; empty if not recorded)."""
+        data = self.config.get("data")
+        return data if isinstance(data, dict) else {}
+
+
+def load_run(
+    path: str | os.PathLike, device: str | torch.device = "cpu", format: str | None = None
+) -> Run:
+    """The SAE, config and folder of a saved run (whatever :func:`load_sae` accepts).
+
+    The one place that reads a run directory's ``config.json`` and weights; every malformed or
+    inconsistent file gives one SoftSAEError naming the file and the fix.
+    """
     from softsae_vision.sae.importers import NATIVE, import_sae, resolve_source
 
     path, fmt = resolve_source(path, format)
     if fmt != NATIVE:
-        return import_sae(path, fmt)[0].to(device).eval()
+        sae, info = import_sae(path, fmt)
+        config = sae.config_dict({"imported_from": info, "data": {"kind": "imported"}})
+        return Run(sae.to(device).eval(), config, path)
     run_dir = path.parent if path.suffix == ".safetensors" else path
+    sae, config = _read_run_dir(run_dir)
+    return Run(sae.to(device).eval(), config, run_dir)
+
+
+def _read_run_dir(run_dir: Path) -> tuple[BaseSAE, dict[str, Any]]:
+    """(SAE on the CPU, its config) from a run directory, every file checked."""
     weights, config_path = run_dir / WEIGHTS_FILE, run_dir / CONFIG_FILE
     not_a_run = (
         f"{run_dir} is not an SAE run: expected {CONFIG_FILE} and {WEIGHTS_FILE} there "
@@ -379,4 +421,4 @@ def load_sae(
     if bad:
         raise SoftSAEError(f"{weights} holds NaN or inf values (in {', '.join(bad)}); {fix}")
     sae.load_state_dict(state)
-    return sae.to(device).eval()
+    return sae, config

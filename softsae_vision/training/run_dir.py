@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from softsae_vision._io import LOCK_FILE, atomic_write, remove_stale_temporaries
+from softsae_vision._io import LOCK_FILE, atomic_write, remove_stale_temporaries, write_json_atomic
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.sae.base import CONFIG_FILE, WEIGHTS_FILE
+from softsae_vision.sae.base import CONFIG_FILE, WEIGHTS_FILE, BaseSAE
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,22 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
     atomic_write(path, write)
 
 
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    """Write the run's ``config.json`` (atomically): at the start of a run, with its status."""
+    write_json_atomic(run_dir / CONFIG_FILE, config)
+
+
+def save_finished(run_dir: Path, sae: BaseSAE, config: dict[str, Any]) -> dict[str, Any]:
+    """Write the trained weights, then ``config.json`` once, marked complete; return the config.
+
+    Weights first: a run whose config says "complete" always has its final weights.
+    """
+    sae.save_weights(run_dir)
+    finished = {**config, "status": "complete"}
+    write_config(run_dir, finished)
+    return finished
+
+
 def _kept_metric_lines(run_dir: Path, step: int) -> list[str]:
     lines: list[str] = []
     metrics_path = run_dir / METRICS_FILE
@@ -247,4 +263,6 @@ __all__ = [
     "prepare_run_dir",
     "read_config",
     "save_checkpoint",
+    "save_finished",
+    "write_config",
 ]

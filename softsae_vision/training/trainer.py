@@ -32,12 +32,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from softsae_vision._io import folder_lock, write_json_atomic, write_text_atomic
+from softsae_vision._io import folder_lock, write_text_atomic
 from softsae_vision.data.arrays import ArraySource
 from softsae_vision.data.source import ActivationSource
 from softsae_vision.devices import resolve_device
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.sae.base import CONFIG_FILE, BaseSAE, StepContext, load_sae, state_mismatch
+from softsae_vision.sae.base import BaseSAE, StepContext, load_sae, state_mismatch
 from softsae_vision.sae.soft import SoftSAE
 from softsae_vision.training import schedules
 from softsae_vision.training.config import TrainConfig
@@ -52,6 +52,8 @@ from softsae_vision.training.run_dir import (
     RunStart,
     prepare_run_dir,
     save_checkpoint,
+    save_finished,
+    write_config,
 )
 
 log = logging.getLogger(__name__)
@@ -517,7 +519,7 @@ class _Member:
             self.sae.fit_normalization(_check_finite_rows(rows).to(device))
         self.first_step = self.checked = trainer.step
         if self.run_path is not None:
-            write_json_atomic(self.run_path / CONFIG_FILE, self.start.config)
+            write_config(self.run_path, self.start.config)
             metrics_path = self.run_path / METRICS_FILE
             lines = "".join(f"{line}\n" for line in self.start.metric_lines)
             write_text_atomic(metrics_path, lines)
@@ -584,9 +586,7 @@ class _Member:
             last = max(self.checked, cfg.steps - 1)
             raise _diverged(bad, self.checked, last, self.run_path, self.last_ckpt)
         if self.run_path is not None:
-            self.sae.save(self.run_path)
-            finished = {**self.start.config, "status": "complete"}
-            write_json_atomic(self.run_path / CONFIG_FILE, finished)
+            save_finished(self.run_path, self.sae, self.start.config)
         self.result = TrainResult(
             self.sae,
             self.run_path,

@@ -2,9 +2,12 @@
 
 ``render_*`` functions return a matplotlib Figure (save it with :func:`save_figure`, which
 writes PNG and PDF); ``write_*`` functions run an analysis and write its figures and tables.
+The analyses themselves (``compute_kmaps``, ``per_image_k``, ...) live in
+:mod:`softsae_vision.analysis`.
 """
 
-from softsae_vision.viz.complexity import ComplexityResult, per_image_k, write_complexity
+from softsae_vision._deprecated import deprecated
+from softsae_vision.viz.complexity import ComplexityResult, write_complexity
 from softsae_vision.viz.complexity_figures import render_complexity_scatter, render_patch_density
 from softsae_vision.viz.curves import read_metrics, render_training_curves
 from softsae_vision.viz.feature_figures import (
@@ -21,7 +24,7 @@ from softsae_vision.viz.kmap_figures import (
     render_kmap,
     render_kmap_grid,
 )
-from softsae_vision.viz.kmaps import KMapsResult, compute_kmaps, write_kmaps
+from softsae_vision.viz.kmaps import KMapsResult, write_kmaps
 from softsae_vision.viz.layout import image_grid, short_label
 from softsae_vision.viz.overlay import Limits, add_colorbar, blend_heatmap, draw_overlay, show_image
 from softsae_vision.viz.report import build_report
@@ -38,11 +41,9 @@ __all__ = [
     "add_colorbar",
     "blend_heatmap",
     "build_report",
-    "compute_kmaps",
     "draw_overlay",
     "image_grid",
     "k_limits",
-    "per_image_k",
     "read_metrics",
     "render_complexity_scatter",
     "render_feature",
@@ -60,3 +61,12 @@ __all__ = [
     "write_features",
     "write_kmaps",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name in ("compute_kmaps", "per_image_k"):  # analysis computes, viz draws
+        from softsae_vision import analysis
+
+        new = f"softsae_vision.analysis.{name}"
+        return deprecated(f"{__name__}.{name}", new, getattr(analysis, name))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

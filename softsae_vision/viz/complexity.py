@@ -9,17 +9,17 @@ image), ``complexity.json`` (the correlations) and scatter / density figures.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from softsae_vision._deprecated import deprecated
 from softsae_vision.analysis.complexity import MEASURE_LABELS
 from softsae_vision.analysis.complexity_table import (
     ComplexityTable,
@@ -27,25 +27,20 @@ from softsae_vision.analysis.complexity_table import (
     correlate_patches,
     store_complexity,
 )
-from softsae_vision.analysis.kstats import (
-    QUANTITY_LABELS,
-    QUANTITY_SYMBOLS,
-    KMaps,
-    resolve_quantity,
-    token_k,
-)
-from softsae_vision.analysis.pairing import CLS, EMBED, PATCH, Pairing
+from softsae_vision.analysis.kmaps import MEAN_OVER_PATCHES
+from softsae_vision.analysis.kmaps import per_image_k as _per_image_k
+from softsae_vision.analysis.kstats import QUANTITY_LABELS, QUANTITY_SYMBOLS, KMaps
+from softsae_vision.analysis.pairing import Pairing
 from softsae_vision.analysis.stats import format_correlation
 from softsae_vision.analysis.views import ImageViews
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.sae.base import atomic_write, write_json_atomic
 from softsae_vision.viz.complexity_figures import render_complexity_scatter, render_patch_density
-from softsae_vision.viz.kmaps import compute_kmaps
-from softsae_vision.viz.style import FIGURE_FORMATS, save_figure
+from softsae_vision.viz.outputs import save_named, summary_header, write_summary, write_table
+from softsae_vision.viz.style import FIGURE_FORMATS
+from softsae_vision.vocab import CLS, EMBED
 
 log = logging.getLogger(__name__)
 
-MEAN_OVER_PATCHES = "mean_over_patches"
 VARIABLE_TITLES = {
     MEAN_OVER_PATCHES: "per-image {sym} = mean over patches",
     CLS: "{sym} of the CLS token",
@@ -89,43 +84,6 @@ class _Thumbnails:
         return self.views[int(self.rows[i])]
 
 
-def per_image_k(
-    pairing: Pairing,
-    quantity: str = "auto",
-    device: str = "cpu",
-    progress: bool = False,
-    maps: tuple[KMaps, str] | None = None,
-) -> tuple[str, np.ndarray, dict[str, np.ndarray], KMaps | None, str]:
-    """(quantity, rows, {variable: k per image}, k maps or None, note) for the pairing.
-
-    SAEs trained on patches use their k maps (mean over patches, plus CLS if trained on it);
-    SAEs trained on CLS tokens or pooled embeddings use that one token per image.
-    """
-    if pairing.saw(PATCH) or (pairing.trained_on == "unknown" and pairing.has_tokens(PATCH)):
-        kmaps, note = maps or compute_kmaps(pairing, quantity, device, progress)
-        k = {MEAN_OVER_PATCHES: kmaps.per_image}
-        if kmaps.cls is not None:
-            k[CLS] = kmaps.cls
-        return kmaps.quantity, kmaps.rows, k, kmaps, note
-    kind = pairing.trained_on if pairing.trained_on in (CLS, EMBED) else None
-    if kind is None or not pairing.has_tokens(kind):
-        raise SoftSAEError(
-            f"{pairing.name} was trained on {pairing.trained_on} tokens; per-image k needs an "
-            "SAE trained on patch, CLS or pooled-embedding tokens that the store also holds"
-        )
-    q = resolve_quantity(pairing.sae, quantity)
-    rows, values = token_k(
-        pairing.sae,
-        pairing.store,
-        pairing.layer,
-        kind,
-        quantity=q,
-        device=device,
-        progress=progress,
-    )
-    return q, rows, {kind: values}, None, f"per-image {QUANTITY_SYMBOLS[q]} of the {kind} token"
-
-
 def write_complexity(
     pairing: Pairing,
     out: str | os.PathLike,
@@ -142,10 +100,10 @@ def write_complexity(
     """Compute complexity measures and k for every stored image, correlate them, and write
     ``complexity.csv``, ``complexity.json`` and (unless ``figures=False``) the figures, in each
     of ``formats``, into ``out``. ``maps`` reuses k maps already computed by
-    :func:`compute_kmaps`."""
+    :func:`softsae_vision.analysis.compute_kmaps`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    q, rows, k, kmaps, note = per_image_k(pairing, quantity, device, progress, maps)
+    q, rows, k, kmaps, note = _per_image_k(pairing, quantity, device, progress, maps)
     if len(rows) < 3:
         raise SoftSAEError(f"{pairing.store.path} has {len(rows)} images; correlations need 3+")
     table = store_complexity(pairing.store, rows, patches=kmaps is not None, progress=progress)
@@ -161,9 +119,8 @@ def write_complexity(
     result = ComplexityResult(out, q, k, table, image_stats, patch_stats, note, k_patch)
     if figures:
         _write_figures(result, pairing, ImageViews(pairing.store), formats)
-    result.files.append(_write_csv(out / "complexity.csv", result, pairing))
-    write_json_atomic(out / "complexity.json", _finite_or_null(_summary(result, pairing, n_boot)))
-    result.files.append(out / "complexity.json")
+    write_table(result, "complexity.csv", *_table(result, pairing))
+    write_summary(result, "complexity.json", _finite_or_null(_summary(result, pairing, n_boot)))
     return result
 
 
@@ -184,9 +141,7 @@ def _write_figures(
             k_symbol=sym,
             title=title,
         )
-        paths = save_figure(fig, result.out / f"scatter_{variable}", formats)
-        result.figures[f"scatter_{variable}"] = paths[0]
-        result.files += paths
+        save_named(result, f"scatter_{variable}", fig, formats, result.figures)
     if result.patch_stats and result.k_patch is not None:
         fig = render_patch_density(
             {m: result.table.patch[m] for m in result.patch_stats},
@@ -195,32 +150,29 @@ def _write_figures(
             k_label=label,
             title=f"{pairing.name}: {sym} per patch against local complexity",
         )
-        paths = save_figure(fig, result.out / "patches", formats)
-        result.figures["patches"] = paths[0]
-        result.files += paths
+        save_named(result, "patches", fig, formats, result.figures)
 
 
-def _write_csv(path: Path, result: ComplexityResult, pairing: Pairing) -> Path:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
+def _table(result: ComplexityResult, pairing: Pairing) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows of ``complexity.csv``: per image, its measures and its k variables."""
     measures = list(result.table.image)
-    k_cols = [f"{result.quantity}_{v}" for v in result.k]
-    writer.writerow(["row", "image", *measures, *k_cols])
+    header = ["row", "image", *measures, *(f"{result.quantity}_{v}" for v in result.k)]
     paths = pairing.store.ok_images
-    for i, row in enumerate(result.table.rows):
-        values = [result.table.image[m][i] for m in measures]
-        ks = [result.k[v][i] for v in result.k]
-        writer.writerow([int(row), paths[int(row)], *values, *ks])
-    atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
-    return path
+    rows = [
+        [
+            int(row),
+            paths[int(row)],
+            *(result.table.image[m][i] for m in measures),
+            *(result.k[v][i] for v in result.k),
+        ]
+        for i, row in enumerate(result.table.rows)
+    ]
+    return header, rows
 
 
 def _summary(result: ComplexityResult, pairing: Pairing, n_boot: int) -> dict:
     return {
-        "run": str(pairing.run_dir) if pairing.run_dir else None,
-        "store": str(pairing.store.path),
-        "layer": pairing.layer,
-        "architecture": pairing.sae.architecture,
+        **summary_header(pairing),
         "quantity": result.quantity,
         "n_images": int(len(result.table.rows)),
         "n_boot": n_boot,
@@ -240,3 +192,9 @@ def _finite_or_null(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def __getattr__(name: str) -> Any:
+    if name == "per_image_k":  # analysis computes, viz draws
+        return deprecated(f"{__name__}.{name}", "softsae_vision.analysis.per_image_k", _per_image_k)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

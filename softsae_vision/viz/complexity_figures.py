@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
 from matplotlib import patheffects
 from matplotlib.colors import LogNorm
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from matplotlib.figure import SubFigure
 
 from softsae_vision.analysis.complexity import MEASURE_LABELS
 from softsae_vision.analysis.labels import K_HAT_LABEL
@@ -26,13 +30,21 @@ OFFSETS_PT = tuple(
 """Candidate label positions around a point (points, in order of preference)."""
 
 
+class Thumbnails(Protocol):
+    """Point index → (H, W, 3) image: a list of arrays, or anything that loads them on demand."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int, /) -> NDArray: ...
+
+
 @styled
 def render_complexity_scatter(
     measures: Mapping[str, NDArray],
     k: NDArray,
     *,
     stats: Mapping[str, dict] | None = None,
-    thumbnails: Sequence[NDArray] | None = None,
+    thumbnails: Thumbnails | None = None,
     n_extreme: int = 3,
     k_label: str = K_HAT_LABEL,
     k_symbol: str = "k",
@@ -55,7 +67,9 @@ def render_complexity_scatter(
     strip_h = 1.25 if marked else 0.0
     fig = new_figure(2.7 * n_cols, 2.4 * n_rows + strip_h + (0.3 if title else 0))
     panel_fig, strip_fig = (
-        fig.subfigures(2, 1, height_ratios=[2.4 * n_rows, strip_h]) if marked else (fig, None)
+        cast("Sequence[SubFigure]", fig.subfigures(2, 1, height_ratios=[2.4 * n_rows, strip_h]))
+        if marked
+        else (fig, None)
     )
     axes = panel_fig.subplots(n_rows, n_cols, squeeze=False)
     for ax, name in zip(axes.ravel(), names, strict=False):
@@ -157,6 +171,7 @@ def render_patch_density(
         ax.set_ylabel(k_label)
         if stats and name in stats:
             ax.set_title(correlation_title(stats[name]), fontsize=8)
+    assert image is not None  # names is not empty
     cbar = fig.colorbar(image, ax=list(axes), shrink=0.9)
     cbar.set_label("patches per bin (log scale)")
     if title:

@@ -10,19 +10,20 @@ from pathlib import Path
 
 import numpy as np
 
-from softsae_vision.analysis.pairing import ALL, CLS, EMBED, PATCH, REGISTER, Pairing
+from softsae_vision.analysis.pairing import Pairing
 from softsae_vision.analysis.reading import patch_positions
 from softsae_vision.analysis.top_activations import TopActivations, feature_maps, top_activations
 from softsae_vision.analysis.views import ImageViews
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.sae.base import write_json_atomic
 from softsae_vision.viz.feature_figures import (
     FeatureExample,
     FeatureSummary,
     render_feature,
     render_feature_index,
 )
-from softsae_vision.viz.style import FIGURE_FORMATS, save_figure
+from softsae_vision.viz.outputs import save_named, summary_header, write_summary
+from softsae_vision.viz.style import FIGURE_FORMATS
+from softsae_vision.vocab import ALL, CLS, EMBED, PATCH, REGISTER
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,7 @@ def scan_tokens(pairing: Pairing) -> tuple[str, bool]:
         pairing.require_patches(f"{pairing.name} (trained on patch tokens)")
         return PATCH, True
     log.warning("unknown training tokens and no patch tokens in the store: scanning all tokens")
-    types = set(pairing.store.layer_token_types(pairing.layer))
-    return (EMBED if EMBED in types else ALL), False
+    return (EMBED if pairing.has_tokens(EMBED) else ALL), False
 
 
 def select_features(
@@ -129,19 +129,13 @@ def write_features(
         if not examples[f]:
             log.info("feature %d never fires on this store; no figure", f)
             continue
-        paths = save_figure(
-            render_feature(summaries[f], examples[f]), out / f"feature_{f:05d}", formats
-        )
-        result.figures[f] = paths[0]
-        result.files += paths
+        fig = render_feature(summaries[f], examples[f])
+        save_named(result, f"feature_{f:05d}", fig, formats, result.figures, key=f)
     if any(examples[f] for f in index_ids):
         entries = [(summaries[f], examples[f]) for f in index_ids]
-        paths = save_figure(render_feature_index(entries), out / "index", formats)
-        result.index = paths[0]
-        result.files += paths
+        result.index = save_named(result, "index", render_feature_index(entries), formats)
     result.files.append(top.save(out / "top_activations.npz"))
-    write_json_atomic(out / "features.json", _summary_json(pairing, top, chosen, tokens, n_dead))
-    result.files.append(out / "features.json")
+    write_summary(result, "features.json", _summary_json(pairing, top, chosen, tokens, n_dead))
     return result
 
 
@@ -179,9 +173,7 @@ def _summary_json(
 ) -> dict:
     paths = pairing.store.ok_images
     return {
-        "run": str(pairing.run_dir) if pairing.run_dir else None,
-        "store": str(pairing.store.path),
-        "layer": pairing.layer,
+        **summary_header(pairing, architecture=False),
         "tokens_scanned": tokens,
         "n_images": top.n_images,
         "n_tokens": top.n_tokens,

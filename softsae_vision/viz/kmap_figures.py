@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from matplotlib.artist import Artist
 from numpy.typing import NDArray
 
 from softsae_vision.analysis.labels import K_HAT_LABEL
@@ -91,6 +92,7 @@ def render_kmap_grid(
         ax_map.set_title(panel.value, fontsize=7)
     for ax in grid.axes.ravel()[2 * len(panels) :]:
         ax.set_visible(False)
+    assert mappable is not None  # at least one panel was drawn
     add_colorbar(grid.fig, mappable, label, cax=grid.cbar_ax)
     return grid.fig
 
@@ -127,7 +129,7 @@ def render_k_distribution(
         ax.set_ylabel("count")
         if target is not None:
             ax.axvline(target, color="black", linestyle="--", linewidth=1, label=f"K = {target:g}")
-    handles: dict[str, object] = {}
+    handles: dict[str, Artist] = {}
     for ax in (ax_patch, ax_image):
         for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(name, handle)

@@ -7,20 +7,20 @@ the image's patches; the CLS token's k is added only if the SAE was trained on C
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from softsae_vision.analysis.kstats import K_HAT, KMaps, k_maps
-from softsae_vision.analysis.pairing import CLS, PATCH, Pairing
+from softsae_vision._deprecated import deprecated
+from softsae_vision._io import write_npz_atomic
+from softsae_vision.analysis import kmaps as k_analysis
+from softsae_vision.analysis.kstats import K_HAT, KMaps
+from softsae_vision.analysis.pairing import Pairing
 from softsae_vision.analysis.views import ImageViews
-from softsae_vision.errors import SoftSAEError
-from softsae_vision.sae.base import atomic_write, write_json_atomic
 from softsae_vision.viz.kmap_figures import (
     KMapPanel,
     k_limits,
@@ -29,7 +29,8 @@ from softsae_vision.viz.kmap_figures import (
     render_kmap_grid,
 )
 from softsae_vision.viz.layout import short_label
-from softsae_vision.viz.style import FIGURE_FORMATS, save_figure
+from softsae_vision.viz.outputs import save_named, summary_header, write_summary, write_table
+from softsae_vision.viz.style import FIGURE_FORMATS
 
 
 @dataclass
@@ -42,39 +43,6 @@ class KMapsResult:
     formats: Sequence[str] = FIGURE_FORMATS
     figures: dict[str, Path] = field(default_factory=dict)  # name -> first format's path
     files: list[Path] = field(default_factory=list)
-
-
-def compute_kmaps(
-    pairing: Pairing, quantity: str = "auto", device: str = "cpu", progress: bool = False
-) -> tuple[KMaps, str]:
-    """The k maps of every stored image, and a sentence on whether CLS k is included."""
-    pairing.require_patches("k maps")
-    if not (pairing.saw(PATCH) or pairing.trained_on == "unknown"):
-        raise SoftSAEError(
-            f"k maps need an SAE trained on patch tokens; {pairing.name} was trained on "
-            f"{pairing.trained_on} tokens (use `softsae complexity` for per-image k)"
-        )
-    with_cls = pairing.saw(CLS) and pairing.has_tokens(CLS)
-    maps = k_maps(
-        pairing.sae,
-        pairing.store,
-        pairing.layer,
-        quantity=quantity,
-        with_cls=with_cls,
-        device=device,
-        progress=progress,
-    )
-    sym = maps.symbol
-    if with_cls:
-        note = f"CLS {sym} from the CLS token (the SAE was trained on CLS tokens too)"
-    elif pairing.has_tokens(CLS):
-        note = (
-            f"per-image {sym} is the mean over patches; CLS {sym} not computed because the SAE "
-            "was not trained on CLS tokens"
-        )
-    else:
-        note = f"per-image {sym} is the mean over patches (the store has no CLS token)"
-    return maps, note
 
 
 def image_caption(maps: KMaps, i: int, name: str) -> tuple[str, str]:
@@ -106,7 +74,7 @@ def write_kmaps(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    kmaps, note = maps or compute_kmaps(pairing, quantity, device, progress)
+    kmaps, note = maps or k_analysis.compute_kmaps(pairing, quantity, device, progress)
     views = ImageViews(pairing.store)
     result = KMapsResult(out, kmaps, note, tuple(formats))
     order = np.argsort(kmaps.per_image, kind="stable")
@@ -125,7 +93,7 @@ def write_kmaps(
         kmaps.per_image,
         label=kmaps.label,
         cls=kmaps.cls,
-        target=_target_k(pairing) if kmaps.quantity == K_HAT else None,
+        target=kmaps.target if kmaps.quantity == K_HAT else None,
     )
     _save(result, "distribution", fig)
     n_single = len(order) if n_single < 0 else min(n_single, len(order))
@@ -134,10 +102,9 @@ def write_kmaps(
         i = int(order[pos])
         fig = render_kmap(_panel(kmaps, views, i), limits=limits, label=kmaps.label)
         _save(result, f"kmap_{int(kmaps.rows[i]):06d}", fig)
-    result.files.append(_write_csv(out / "kmaps.csv", kmaps, views))
-    result.files.append(_write_npz(out / "kmaps.npz", kmaps))
-    write_json_atomic(out / "kmaps.json", _summary(pairing, kmaps, note))
-    result.files.append(out / "kmaps.json")
+    write_table(result, "kmaps.csv", *_table(kmaps, views))
+    result.files.append(write_npz_atomic(out / "kmaps.npz", _arrays(kmaps)))
+    write_summary(result, "kmaps.json", _summary(pairing, kmaps, note))
     return result
 
 
@@ -148,32 +115,25 @@ def _panel(kmaps: KMaps, views: ImageViews, i: int) -> KMapPanel:
 
 
 def _save(result: KMapsResult, name: str, fig) -> None:
-    paths = save_figure(fig, result.out / name, result.formats)
-    result.figures[name] = paths[0]
-    result.files += paths
+    save_named(result, name, fig, result.formats, result.figures)
 
 
-def _target_k(pairing: Pairing) -> float | None:
-    k = getattr(pairing.sae, "k", None)
-    return float(k) if k is not None else None
-
-
-def _write_csv(path: Path, kmaps: KMaps, views: ImageViews) -> Path:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
+def _table(kmaps: KMaps, views: ImageViews) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows of ``kmaps.csv``: per image, its k statistics over patches (and CLS k)."""
     sym = kmaps.quantity
     per_patch = kmaps.per_patch.reshape(len(kmaps.rows), -1)
     header = ["row", "image", f"{sym}_mean", f"{sym}_std", f"{sym}_min", f"{sym}_max"]
-    writer.writerow(header + ([f"{sym}_cls"] if kmaps.cls is not None else []))
+    header += [f"{sym}_cls"] if kmaps.cls is not None else []
+    rows = []
     for i, row in enumerate(kmaps.rows):
         vals = per_patch[i]
         line = [int(row), views.paths[int(row)], vals.mean(), vals.std(), vals.min(), vals.max()]
-        writer.writerow(line + ([kmaps.cls[i]] if kmaps.cls is not None else []))
-    atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
-    return path
+        rows.append(line + ([kmaps.cls[i]] if kmaps.cls is not None else []))
+    return header, rows
 
 
-def _write_npz(path: Path, kmaps: KMaps) -> Path:
+def _arrays(kmaps: KMaps) -> dict[str, np.ndarray]:
+    """The arrays of ``kmaps.npz``."""
     arrays = {
         "quantity": np.array(kmaps.quantity),
         "per_patch": kmaps.per_patch,
@@ -181,13 +141,7 @@ def _write_npz(path: Path, kmaps: KMaps) -> Path:
     }
     if kmaps.cls is not None:
         arrays["cls"] = kmaps.cls
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    atomic_write(path, write)
-    return path
+    return arrays
 
 
 def _summary(pairing: Pairing, kmaps: KMaps, note: str) -> dict:
@@ -205,10 +159,7 @@ def _summary(pairing: Pairing, kmaps: KMaps, note: str) -> dict:
         }
 
     summary = {
-        "run": str(pairing.run_dir) if pairing.run_dir else None,
-        "store": str(pairing.store.path),
-        "layer": pairing.layer,
-        "architecture": pairing.sae.architecture,
+        **summary_header(pairing),
         "quantity": kmaps.quantity,
         "note": note,
         "per_patch": describe(kmaps.per_patch.ravel()),
@@ -217,3 +168,10 @@ def _summary(pairing: Pairing, kmaps: KMaps, note: str) -> dict:
     if kmaps.cls is not None:
         summary["cls"] = describe(kmaps.cls)
     return summary
+
+
+def __getattr__(name: str) -> Any:
+    if name == "compute_kmaps":  # analysis computes, viz draws
+        new = "softsae_vision.analysis.compute_kmaps"
+        return deprecated(f"{__name__}.{name}", new, k_analysis.compute_kmaps)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

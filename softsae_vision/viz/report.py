@@ -26,17 +26,18 @@ from typing import Any
 
 import numpy as np
 
+from softsae_vision._io import write_text_atomic
 from softsae_vision._version import __version__
+from softsae_vision.analysis.kmaps import compute_kmaps
 from softsae_vision.analysis.kstats import QUANTITY_SYMBOLS
 from softsae_vision.analysis.naming import read_names
 from softsae_vision.analysis.pairing import Pairing, pair
 from softsae_vision.analysis.stats import format_correlation
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.sae.base import atomic_write
 from softsae_vision.viz.complexity import VARIABLE_TITLES, write_complexity
 from softsae_vision.viz.curves import read_metrics, render_training_curves
 from softsae_vision.viz.features import write_features
-from softsae_vision.viz.kmaps import compute_kmaps, write_kmaps
+from softsae_vision.viz.kmaps import write_kmaps
 from softsae_vision.viz.style import figure_formats, save_figure
 
 log = logging.getLogger(__name__)
@@ -141,11 +142,8 @@ def build_report(
     if not runs:
         raise SoftSAEError("report needs at least one RUN")
     pairings = [pair(r, store, layer=layer, device=device) for r in runs]
-    names = (
-        unique_names([p.run_dir for p in pairings])
-        if all(p.run_dir for p in pairings)
-        else [p.name for p in pairings]
-    )
+    run_dirs = [p.run_dir for p in pairings if p.run_dir]
+    names = unique_names(run_dirs) if len(run_dirs) == len(pairings) else [p.name for p in pairings]
     multi = len(pairings) > 1
     dirs = [out / _slug(n) if multi else out for n in names]
     dev = str(next(pairings[0].sae.parameters()).device)
@@ -204,7 +202,7 @@ def build_report(
     body.append(f'<p class="note">Made by softsae-vision {__version__} on {stamp}.</p>')
     text = _page(heading, "\n".join(body))
     path = out / REPORT_FILE
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    write_text_atomic(path, text)
     log.info("report written to %s", path)
     return path
 

@@ -29,12 +29,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import matplotlib
+from cycler import cycler
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from matplotlib.rcsetup import cycler
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
+from softsae_vision._io import atomic_write
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.sae.base import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType

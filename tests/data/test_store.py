@@ -13,10 +13,10 @@ from softsae_vision.data.store import (
     META_FILE,
     PROGRESS_FILE,
     ImageRecord,
-    StoreWriter,
     open_store,
     read_meta,
 )
+from softsae_vision.data.store_writer import StoreWriter
 from softsae_vision.errors import SoftSAEError
 from tests._fixtures_extract import write_synthetic_store
 
