@@ -60,9 +60,9 @@ def read_images(
     folders = [path_parts[0] for path_parts in parts]
     if len(set(folders)) < 2:
         return LabelledImages(paths)
-    names = sorted(set(named))
+    names = sorted(set(folders))
     index = {name: i for i, name in enumerate(names)}
-    return LabelledImages(paths, [index[f] for f in named], [n.replace("_", " ") for n in names])
+    return LabelledImages(paths, [index[f] for f in folders], [n.replace("_", " ") for n in names])
 
 
 def _read_csv(root: Path, table: Path) -> LabelledImages:

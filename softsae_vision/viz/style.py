@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import matplotlib
-from cycler import cycler
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from matplotlib.rcsetup import cycler
