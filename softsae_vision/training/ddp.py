@@ -8,10 +8,11 @@ every loss term is a mean over rows or one of the global-batch operations of
 :mod:`softsae_vision.ops.batch_group`, so the averaged gradient is the single-process one.
 Normalisation, b_dec and SoftSAE's k calibration are computed identically on every rank from
 the same sample and then taken from rank 0 (DDP broadcasts rank 0's weights and buffers when
-it wraps the model; the calibration offset is broadcast). Dead-latent counters and metrics are
-reduced over ranks. Rank 0 alone holds the run folder (its lock, config.json, metrics,
-checkpoints and final weights); on ``--resume`` it reads the checkpoint and sends it to the
-others. One process (no ``WORLD_SIZE`` > 1) uses :data:`SINGLE`, whose methods do nothing.
+it wraps the model, and the buffers are broadcast again after each k calibration). Dead-latent
+counters and metrics are reduced over ranks. Rank 0 alone holds the run folder (its lock,
+config.json, metrics, checkpoints and final weights); on ``--resume`` it reads the checkpoint
+and sends it to the others. One process (no ``WORLD_SIZE`` > 1) uses :data:`SINGLE`, whose
+methods do nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -131,7 +132,7 @@ class TrainRanks:
         kind, value = box[0]
         if kind == "error":
             raise SoftSAEError(value)
-        return value
+        return cast(T, value)
 
     def wrap(self, sae: nn.Module, device: torch.device) -> Callable[[Tensor, Any], Any]:
         """The training forward: ``sae.train_output``, under DDP when there are several ranks.
@@ -203,13 +204,13 @@ class TrainRanks:
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
         return out / self.world
 
-    def broadcast_(self, t: Tensor) -> Tensor:
-        """Overwrite ``t`` with rank 0's value."""
+    def broadcast_buffers_(self, module: nn.Module) -> None:
+        """Overwrite ``module``'s buffers (normalisation, calibration) with rank 0's."""
         if self.world > 1:
             import torch.distributed as dist
 
-            dist.broadcast(t, src=0)
-        return t
+            for buffer in module.buffers():
+                dist.broadcast(buffer, src=0)
 
     def barrier(self) -> None:
         if self.world > 1:

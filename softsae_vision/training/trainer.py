@@ -273,8 +273,8 @@ class Trainer:
         sae = self.sae
         if isinstance(sae, SoftSAE) and self.cfg.calibrate_k:
             xn = [sae.normalize(chunk.to(self.device)) for chunk in rows_ND.split(4096)]
-            sae.calibrate_k(xn, sae.k)
-            offset = float(self.ranks.broadcast_(sae.k_calibration))  # identical, but rank 0's
+            offset = sae.calibrate_k(xn, sae.k)
+            self.ranks.broadcast_buffers_(sae)  # computed identically, but take rank 0's
             log.info(
                 "step %d: calibrated k̂ on %d rows (logit offset %+.4f) so the mean L0 is K = %g",
                 self.step,
@@ -492,7 +492,7 @@ def train_group(
             start, weights = ranks.on_main(
                 lambda p=run_path, c=config: _open_run(p, resume, c, locks)
             )
-            if start.complete:
+            if weights is not None:  # the run is complete
                 sae.load_state_dict(weights)
                 done[name] = TrainResult(
                     sae.eval(), run_path, _last_metrics(run_path), already_complete=True
@@ -550,10 +550,6 @@ class _Member:
     ranks: TrainRanks = SINGLE
     """The processes training this member together; rank 0 alone writes its run folder."""
 
-    @property
-    def writes(self) -> bool:
-        return self.run_path is not None and self.ranks.main
-
     def begin(self, cfg: TrainConfig, device: torch.device, calib_rows: torch.Tensor) -> None:
         """Restore the checkpoint or fit the normalisation; open the run's files."""
         self.trainer = trainer = Trainer(self.sae, cfg, device, self.ranks)
@@ -566,7 +562,7 @@ class _Member:
             self.sae.fit_normalization(_check_finite_rows(rows).to(device))
         trainer.distribute()
         self.first_step = self.checked = trainer.step
-        if self.writes:
+        if self.run_path is not None and self.ranks.main:
             write_json_atomic(self.run_path / CONFIG_FILE, self.start.config)
             metrics_path = self.run_path / METRICS_FILE
             lines = "".join(f"{line}\n" for line in self.start.metric_lines)
@@ -598,13 +594,13 @@ class _Member:
             self.checked = trainer.step
         if at_log:
             self.stats = stats
-            if self.writes:
+            if self.run_path is not None and self.ranks.main:
                 self.metrics_file.write(json.dumps({"step": step, **stats}) + "\n")
                 self.metrics_file.flush()
             for sink in self.sinks:
                 sink.log(step, stats)
         if at_ckpt:
-            if self.writes:
+            if self.run_path is not None and self.ranks.main:
                 save_checkpoint(self.run_path, trainer.state_dict())
             self.last_ckpt = trainer.step
 
@@ -616,7 +612,7 @@ class _Member:
         bad = trainer.nonfinite(check_weights=True)
         if bad is not None:
             raise _diverged(bad, self.checked, trainer.step - 1, self.run_path, self.last_ckpt)
-        if self.writes:
+        if self.run_path is not None and self.ranks.main:
             save_checkpoint(self.run_path, trainer.state_dict())
         self.last_ckpt = trainer.step
 
@@ -635,7 +631,7 @@ class _Member:
         if bad is not None:
             last = max(self.checked, cfg.steps - 1)
             raise _diverged(bad, self.checked, last, self.run_path, self.last_ckpt)
-        if self.writes:
+        if self.run_path is not None and self.ranks.main:
             self.sae.save(self.run_path)
             finished = {**self.start.config, "status": "complete"}
             write_json_atomic(self.run_path / CONFIG_FILE, finished)

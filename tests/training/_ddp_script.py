@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,15 +30,18 @@ def write_data(path: Path, n: int = 4000) -> Path:
 
 def members() -> dict:
     """One SAE per architecture (and both k signals of SoftSAE), tiny."""
-    from softsae_vision.sae import SAE_REGISTRY as R
+    from softsae_vision.sae import SAE_REGISTRY
+
+    def make(arch: str, seed: int, **hparams: Any) -> Any:
+        return SAE_REGISTRY[arch](D, F, seed=seed, **hparams)
 
     return {
-        "topk": R["topk"](D, F, k=4, seed=1),
-        "batchtopk": R["batchtopk"](D, F, k=4, seed=2),
-        "matryoshka": R["matryoshka"](D, F, k=4, seed=3),
-        "relu": R["relu"](D, F, seed=4),
-        "softsae": R["softsae"](D, F, k=4, seed=5),
-        "softsae-soft": R["softsae"](D, F, k=4, k_signal="soft", estimator="lean", seed=6),
+        "topk": make("topk", 1, k=4),
+        "batchtopk": make("batchtopk", 2, k=4),
+        "matryoshka": make("matryoshka", 3, k=4),
+        "relu": make("relu", 4),
+        "softsae": make("softsae", 5, k=4),
+        "softsae-soft": make("softsae", 6, k=4, k_signal="soft", estimator="lean"),
     }
 
 
