@@ -118,6 +118,9 @@ def test_two_processes_train_every_architecture_as_one(data, tmp_path):
         _assert_same_metrics(a, b)
         _assert_same_config(a, b)
 
+
+@pytest.mark.slow
+def test_ranks_started_with_different_arguments_refuse(data, tmp_path):
     mixed = _run(_torchrun(str(SCRIPT), "mismatch", str(data), str(tmp_path / "mixed")))
     assert mixed.returncode != 0
     assert (
