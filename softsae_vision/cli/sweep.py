@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     train_cli.check_numbers(args, rules)
     for k in args.k:
         train_cli.check_numbers(argparse.Namespace(k=k), k_rule)
+    main_rank = train_cli.quiet_unless_main_rank()
     source = open_source(args.data, layer=args.layer, tokens=args.tokens)
     saes = {}
     for arch in dict.fromkeys(args.arch):
@@ -87,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     )
     cfg = train_cli.build_config(args)
     for name, result in results.items():
+        if not main_rank:
+            break
         arch = saes[name].architecture
         fields = train_cli.summary(arch, result.final_metrics, aux_used=cfg.aux_coeff > 0)
         if args.json:

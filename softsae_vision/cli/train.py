@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
+import os
 
 from softsae_vision.vocab import TOKEN_CHOICES
 
@@ -237,11 +239,20 @@ def build_config(args: argparse.Namespace):
     )
 
 
+def quiet_unless_main_rank() -> bool:
+    """Under torchrun only rank 0 logs progress and prints the summary; True on rank 0."""
+    if os.environ.get("RANK", "0") == "0":
+        return True
+    logging.getLogger("softsae_vision").setLevel(logging.WARNING)
+    return False
+
+
 def run(args: argparse.Namespace) -> int:
     check_numbers(args, NUMBER_RULES)
     from softsae_vision.data.sources import open_source
     from softsae_vision.training import train
 
+    main_rank = quiet_unless_main_rank()
     cfg = build_config(args)
     source = open_source(args.data, layer=args.layer, tokens=args.tokens)
     sae = build_sae(args, source.d)
@@ -255,6 +266,8 @@ def run(args: argparse.Namespace) -> int:
         log_to=args.log,
     )
     fields = summary(args.arch, result.final_metrics, aux_used=cfg.aux_coeff > 0)
+    if not main_rank:
+        return 0
     if args.json:
         done = {"already_complete": True} if result.already_complete else {}
         print(json.dumps({"run": str(args.out), "steps_run": result.steps_run, **done, **fields}))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from softsae_vision.ops import hard_topk
+from softsae_vision.ops import batch_group, hard_topk
 from softsae_vision.ops.sparse_decode import sparse_decode, sparse_decode_enabled
 from softsae_vision.sae.base import BaseSAE, StepContext, TrainOutput, register_sae
 from softsae_vision.sae.topk import check_k
@@ -30,12 +30,20 @@ class BatchSelection:
 
 
 def batch_topk_sparse(z_BF: Tensor, k: float) -> BatchSelection:
-    """Keep the round(k·B) largest entries of the whole batch, with no host synchronisation."""
+    """Keep the round(k·B) largest entries of the whole batch, with no host synchronisation.
+
+    Under data-parallel training the batch is the global one: each rank keeps its entries
+    among the global batch's round(k·B) largest (its top list has fixed width, the others
+    weigh 0).
+    """
     B, F = z_BF.shape
-    n_keep = max(1, min(z_BF.numel(), round(k * B)))
-    values, flat_idx = z_BF.flatten().topk(n_keep, sorted=False)
+    B_all = batch_group.global_rows(B)
+    n_keep = max(1, min(B_all * F, round(k * B_all)))
+    values, flat_idx = z_BF.flatten().topk(min(n_keep, z_BF.numel()), sorted=False)
+    if batch_group.active() is not None:
+        values = values * (values >= batch_group.kth_largest(values, n_keep))
     codes = torch.zeros_like(z_BF).flatten().scatter(0, flat_idx, values).view_as(z_BF)
-    smallest = torch.where(values > 0, values, torch.inf).amin()
+    smallest = batch_group.minimum(torch.where(values > 0, values, torch.inf).amin())
     smallest = torch.where(torch.isfinite(smallest), smallest, 0.0)
     flat_sorted, order = flat_idx.sort()
     rows = torch.div(flat_sorted, F, rounding_mode="floor")

@@ -27,6 +27,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from softsae_vision.ops import batch_group
+
 
 @torch.no_grad()
 def marginal_gains(z_BF: Tensor, resid_BD: Tensor, W_dec_FD: Tensor, width: int) -> Tensor:
@@ -49,20 +51,25 @@ def marginal_gains(z_BF: Tensor, resid_BD: Tensor, W_dec_FD: Tensor, width: int)
 
 
 @torch.no_grad()
-def allocate(gain_BM: Tensor, mean_k: float) -> Tensor:
-    """k*_b = number of row b's gains among the round(mean_k·B) largest of the batch (B,)."""
+def allocate(gain_BM: Tensor, mean_k: float, rows: int | None = None) -> Tensor:
+    """k*_b = number of row b's gains among the round(mean_k·B) largest of the batch (B,).
+
+    ``rows``: B, when these are one rank's rows of a data-parallel batch (default: len).
+    """
     B, M = gain_BM.shape
+    B = batch_group.global_rows(B) if rows is None else rows
     n_keep = int(min(B * M, max(1, round(mean_k * B))))
     flat = gain_BM.flatten()
-    price = flat.topk(n_keep, sorted=False).values.min()
+    price = batch_group.kth_largest(flat, n_keep)  # over every rank's rows
     chosen_BM = (gain_BM >= price) & (gain_BM > 0)
     return chosen_BM.sum(1).float()
 
 
 @torch.no_grad()
-def activation_allocation(z_BF: Tensor, mean_k: float) -> Tensor:
+def activation_allocation(z_BF: Tensor, mean_k: float, rows: int | None = None) -> Tensor:
     """k*_b from BatchTopK's rule on the activations themselves (a simpler target) (B,)."""
-    B = z_BF.shape[0]
-    n_keep = int(min(z_BF.numel(), max(1, round(mean_k * B))))
-    price = z_BF.flatten().topk(n_keep, sorted=False).values.min()
+    B, F = z_BF.shape
+    B = batch_group.global_rows(B) if rows is None else rows
+    n_keep = int(min(B * F, max(1, round(mean_k * B))))
+    price = batch_group.kth_largest(z_BF.flatten(), n_keep)  # over every rank's rows
     return ((z_BF >= price) & (z_BF > 0)).sum(1).float()

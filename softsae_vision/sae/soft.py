@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from softsae_vision.errors import SoftSAEError
+from softsae_vision.ops import batch_group
 from softsae_vision.ops._soft_topk_sparse import soft_topk_codes
 from softsae_vision.ops.hard_topk import hard_topk_sparse
 from softsae_vision.ops.soft_topk import debug_checks
@@ -224,7 +225,7 @@ class SoftSAE(BaseSAE):
         # ∂p/∂z is a spike of height ~1/α at the threshold that swamps (and, through gradient
         # clipping, shrinks) every other gradient. k̂ still learns through ∂p/∂k̂.
         codes_BF, x_hat_BD = self._soft_codes(z_BF, k_hat_B, ctx.alpha)
-        excess = k_hat_B.mean() - ctx.k_target
+        excess = batch_group.mean(k_hat_B) - ctx.k_target  # the global batch's, under DDP
         k_loss = F.softplus(excess, beta=self.k_loss_beta)
         return TrainOutput(
             x_hat_BD,
@@ -249,13 +250,18 @@ class SoftSAE(BaseSAE):
             return codes_BF, decode_selected(selected, self.W_dec) + self.b_dec
         return codes_BF, self.decode_normalized(codes_BF)
 
-    def k_targets(self, xn_BD: Tensor, z_BF: Tensor, mean_k: float) -> Tensor:
-        """Per-input target k* (B,) with batch mean about ``mean_k`` (see ``k_targets.py``)."""
+    def k_targets(
+        self, xn_BD: Tensor, z_BF: Tensor, mean_k: float, rows: int | None = None
+    ) -> Tensor:
+        """Per-input target k* (B,) with batch mean about ``mean_k`` (see ``k_targets.py``).
+
+        ``rows``: the batch's size when these are one rank's rows of a data-parallel batch.
+        """
         if self.k_signal == "batch":
-            return activation_allocation(z_BF, mean_k)
+            return activation_allocation(z_BF, mean_k, rows)
         width = int(min(self.n_latents, math.ceil(self.k_max)))
         gains_BM = marginal_gains(z_BF, xn_BD - self.b_dec, self.W_dec, width)
-        return allocate(gains_BM, mean_k)
+        return allocate(gains_BM, mean_k, rows)
 
     def _train_output_target(self, xn_BD: Tensor, z_BF: Tensor, ctx: StepContext) -> TrainOutput:
         """Soft phase with the estimator regressed on per-input targets k* (log scale).
@@ -264,11 +270,12 @@ class SoftSAE(BaseSAE):
         the estimator learns log k̂ → log k*, with k* the batch's best allocation of the mean
         budget ``ctx.k_target`` by marginal reconstruction gain.
         """
-        rows = min(len(xn_BD), TARGET_ROWS)
+        # the batch's first TARGET_ROWS rows (under DDP: the global batch's, rank 0's first)
+        rows, rows_all = batch_group.prefix_rows(len(xn_BD), TARGET_ROWS)
         logits_B = self.k_logits(xn_BD, z_BF)
-        target_R = self.k_targets(xn_BD[:rows], z_BF[:rows].detach(), ctx.k_target)
+        target_R = self.k_targets(xn_BD[:rows], z_BF[:rows].detach(), ctx.k_target, rows_all)
         log_k_R = math.log(self.k_max) + F.logsigmoid(logits_B[:rows] + self.k_calibration)
-        k_loss = (log_k_R - target_R.clamp_min(1.0).log()).square().mean()
+        k_loss = batch_group.mean((log_k_R - target_R.clamp_min(1.0).log()).square(), rows_all)
         k_hat_B = self.k_from_logits(logits_B.detach())
         codes_BF, x_hat_BD = self._soft_codes(z_BF, k_hat_B, ctx.alpha)
         return TrainOutput(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from softsae_vision.ops import batch_group
 from softsae_vision.ops.sparse_decode import sparse_decode
 
 
@@ -26,6 +27,7 @@ def auxk_loss(
     values, idx = dead_z_BF.topk(min(k_aux, dead_z_BF.shape[-1]), dim=-1, sorted=False)
     recon_BD = sparse_decode(idx, values, W_dec_FD)  # gathers k_aux decoder rows per input
     residual_BD = residual_BD.detach()
-    variance = (residual_BD - residual_BD.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+    centred_BD = residual_BD - batch_group.mean(residual_BD)  # the global batch's, under DDP
+    variance = batch_group.mean(centred_BD.pow(2).sum(-1)).clamp_min(1e-12)
     loss = (recon_BD - residual_BD).pow(2).sum(-1).mean() / variance
     return loss * dead_F.any()

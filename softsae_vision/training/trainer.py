@@ -37,10 +37,12 @@ from softsae_vision.data.arrays import ArraySource
 from softsae_vision.data.source import ActivationSource
 from softsae_vision.devices import resolve_device
 from softsae_vision.errors import SoftSAEError
+from softsae_vision.ops import batch_group
 from softsae_vision.sae.base import BaseSAE, StepContext, load_sae, state_mismatch
 from softsae_vision.sae.soft import SoftSAE
 from softsae_vision.training import schedules
 from softsae_vision.training.config import TrainConfig
+from softsae_vision.training.ddp import SINGLE, TrainRanks
 from softsae_vision.training.evaluate import k_hat_summary
 from softsae_vision.training.loader import Prefetcher, source_stream
 from softsae_vision.training.loggers import check_available, close_sinks, open_sinks
@@ -148,8 +150,12 @@ def _check_finite_rows(rows_ND: torch.Tensor) -> torch.Tensor:
 class Trainer:
     """Owns the optimiser, schedules and bookkeeping for one SAE."""
 
-    def __init__(self, sae: BaseSAE, cfg: TrainConfig, device: torch.device) -> None:
+    def __init__(
+        self, sae: BaseSAE, cfg: TrainConfig, device: torch.device, ranks: TrainRanks = SINGLE
+    ) -> None:
         self.sae, self.cfg, self.device = sae.to(device), cfg, device
+        self.ranks = ranks
+        self.forward = sae.train_output  # under DDP after distribute()
         self.opt = torch.optim.Adam(sae.param_groups(), lr=cfg.lr, betas=cfg.adam_betas)
         self.k_aux = cfg.k_aux or max(1, sae.d_in // 2)
         self.dead_threshold = cfg.resolve_dead_threshold()
@@ -164,6 +170,10 @@ class Trainer:
         k = getattr(sae, "k", 0.0)
         k_max = getattr(sae, "k_max", k)
         self.k_start = k_max if cfg.k_anneal_from == "k_max" else float(sae.d_in)
+
+    def distribute(self) -> None:
+        """Train under DDP when there are several ranks (from rank 0's weights and buffers)."""
+        self.forward = self.ranks.wrap(self.sae, self.device)
 
     # ------------------------------------------------------------ one step
     def context(self, step: int) -> StepContext:
@@ -188,7 +198,7 @@ class Trainer:
         use_aux = cfg.aux_coeff > 0 and self.inputs_seen >= self.dead_threshold
         with matmul_precision(self.precision), autocast(self.precision, self.device):
             xn_BD = sae.normalize(x_BD)
-            out = sae.train_output(xn_BD, ctx)
+            out = self.forward(xn_BD, ctx)
             x_hat_BD = out.x_hat.float()  # the losses' reductions in fp32
             mse = squared_error(x_hat_BD, xn_BD)
             recon = out.recon_loss.float() if out.recon_loss is not None else mse
@@ -210,16 +220,18 @@ class Trainer:
         self.opt.step()
         sae.normalize_decoder()
 
+        n_rows = self.ranks.global_rows(x_BD.shape[0])
         with torch.no_grad():
             active_BF = out.codes != 0
-            self.since_fired_F += x_BD.shape[0]
-            self.since_fired_F.masked_fill_(active_BF.any(0), 0)  # no boolean indexing: no sync
-        self.inputs_seen += x_BD.shape[0]
+            self.since_fired_F += n_rows
+            fired_F = self.ranks.any_(active_BF.any(0))
+            self.since_fired_F.masked_fill_(fired_F, 0)  # no boolean indexing: no sync
+        self.inputs_seen += n_rows
         self.step += 1
         if not stats:
             return None
         with torch.no_grad():
-            l0_B = active_BF.sum(-1).float()
+            l0_B = self.ranks.gather_rows(active_BF.sum(-1).float())  # the global batch's
             values = {
                 "loss": loss.detach(),
                 "mse": mse.detach(),
@@ -229,11 +241,12 @@ class Trainer:
                 "dead_frac": dead_F.float().mean(),
                 **{f"loss_{name}": v.detach() for name, v in extra.items()},
             }
-            floats = torch.stack([v.float() for v in values.values()]).tolist()  # one read
+            stacked = self.ranks.mean(torch.stack([v.float() for v in values.values()]))
+            floats = stacked.tolist()  # one read
         result: dict[str, Any] = dict(zip(values, floats, strict=True))
         result.update(lr=lr, alpha=ctx.alpha, k_target=ctx.k_target, phase=ctx.phase)
         if out.k_hat is not None:
-            result.update(k_hat_summary(out.k_hat))
+            result.update(k_hat_summary(self.ranks.gather_rows(out.k_hat)))
         return result
 
     @torch.no_grad()
@@ -246,7 +259,7 @@ class Trainer:
         if check_weights:
             finite = [torch.isfinite(t).all() for t in self.sae.state_dict().values()]
             flags.append(~torch.stack(finite).all())
-        values = torch.stack([f.to(self.device) for f in flags]).tolist()
+        values = self.ranks.any_(torch.stack([f.to(self.device) for f in flags])).tolist()
         for name, bad in zip(("data", "loss", "weights"), values, strict=False):
             if bad:
                 return name
@@ -263,6 +276,7 @@ class Trainer:
         if isinstance(sae, SoftSAE) and self.cfg.calibrate_k:
             xn = [sae.normalize(chunk.to(self.device)) for chunk in rows_ND.split(4096)]
             offset = sae.calibrate_k(xn, sae.k)
+            self.ranks.broadcast_buffers_(sae)  # computed identically, but take rank 0's
             log.info(
                 "step %d: calibrated k̂ on %d rows (logit offset %+.4f) so the mean L0 is K = %g",
                 self.step,
@@ -455,7 +469,9 @@ def train_group(
     t0 = time.monotonic()
     cfg = cfg or TrainConfig()
     source = as_source(data)
-    device = resolve_device(cfg.device)
+    ranks = TrainRanks.current()  # several under torchrun
+    device = ranks.device(resolve_device(cfg.device))
+    ranks.check_batch_size(cfg.batch_size)
     cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, device))
     for name, (sae, _) in members.items():
         if source.d != sae.d_in:
@@ -463,6 +479,7 @@ def train_group(
             raise SoftSAEError(
                 f"data width d={source.d} does not match the SAE's d_in={sae.d_in}{where}"
             )
+    ranks.agree(_settings(members, source, cfg, resume))
     with contextlib.ExitStack() as locks:
         group: list[_Member] = []
         done: dict[str, TrainResult] = {}
@@ -474,19 +491,45 @@ def train_group(
                 group.append(_Member(name, sae, None, RunStart(config=config), log_to=sinks))
                 continue
             run_path = Path(run_dir)
-            locks.enter_context(folder_lock(run_path, "training run"))
-            start = prepare_run_dir(run_path, resume, config)
-            if start.complete:
-                sae.load_state_dict(load_sae(run_path).state_dict())
+            start, weights = ranks.on_main(
+                lambda p=run_path, c=config: _open_run(p, resume, c, locks)
+            )
+            if weights is not None:  # the run is complete
+                sae.load_state_dict(weights)
                 done[name] = TrainResult(
                     sae.eval(), run_path, _last_metrics(run_path), already_complete=True
                 )
             else:
-                group.append(_Member(name, sae, run_path, start, log_to=sinks))
+                group.append(
+                    _Member(name, sae, run_path, start, log_to=sinks if ranks.main else ())
+                )
+        for member in group:
+            member.ranks = ranks
         if group:
             _train_members(group, source, cfg, device, progress, t0)
         done.update({m.name: m.result for m in group})
+        ranks.barrier()  # rank 0 has written every run folder
     return {name: done[name] for name in members}
+
+
+def _settings(
+    members: dict[str, tuple[BaseSAE, str | os.PathLike | None]],
+    source: Any,
+    cfg: TrainConfig,
+    resume: bool,
+) -> dict[str, Any]:
+    """What every rank of a run must have been started with (compared across ranks)."""
+    runs = {name: [sae.config_dict(), str(run_dir)] for name, (sae, run_dir) in members.items()}
+    return {"members": runs, "data": source.describe(), "training": cfg.to_dict(), "resume": resume}
+
+
+def _open_run(
+    run_path: Path, resume: bool, config: dict[str, Any], locks: contextlib.ExitStack
+) -> tuple[RunStart, dict[str, torch.Tensor] | None]:
+    """Lock and check a run folder (on rank 0); a finished run's weights come along."""
+    locks.enter_context(folder_lock(run_path, "training run"))
+    start = prepare_run_dir(run_path, resume, config)
+    return start, load_sae(run_path).state_dict() if start.complete else None
 
 
 @dataclass
@@ -506,10 +549,12 @@ class _Member:
     sinks: list[Any] = dataclasses.field(default_factory=list)
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
     result: TrainResult | None = None
+    ranks: TrainRanks = SINGLE
+    """The processes training this member together; rank 0 alone writes its run folder."""
 
     def begin(self, cfg: TrainConfig, device: torch.device, calib_rows: torch.Tensor) -> None:
         """Restore the checkpoint or fit the normalisation; open the run's files."""
-        self.trainer = trainer = Trainer(self.sae, cfg, device)
+        self.trainer = trainer = Trainer(self.sae, cfg, device, self.ranks)
         if self.start.state is not None:
             trainer.load_state_dict(self.start.state, f"{self.run_path / CHECKPOINT_FILE}")
             self.last_ckpt = trainer.step
@@ -517,8 +562,9 @@ class _Member:
         else:
             rows = _check_batch(calib_rows, self.sae.d_in, 0)[: cfg.norm_sample]
             self.sae.fit_normalization(_check_finite_rows(rows).to(device))
+        trainer.distribute()
         self.first_step = self.checked = trainer.step
-        if self.run_path is not None:
+        if self.run_path is not None and self.ranks.main:
             write_config(self.run_path, self.start.config)
             metrics_path = self.run_path / METRICS_FILE
             lines = "".join(f"{line}\n" for line in self.start.metric_lines)
@@ -550,13 +596,14 @@ class _Member:
             self.checked = trainer.step
         if at_log:
             self.stats = stats
-            if self.run_path is not None:
+            if self.run_path is not None and self.ranks.main:
                 self.metrics_file.write(json.dumps({"step": step, **stats}) + "\n")
                 self.metrics_file.flush()
             for sink in self.sinks:
                 sink.log(step, stats)
         if at_ckpt:
-            save_checkpoint(self.run_path, trainer.state_dict())
+            if self.run_path is not None and self.ranks.main:
+                save_checkpoint(self.run_path, trainer.state_dict())
             self.last_ckpt = trainer.step
 
     def checkpoint_now(self) -> None:
@@ -567,7 +614,8 @@ class _Member:
         bad = trainer.nonfinite(check_weights=True)
         if bad is not None:
             raise _diverged(bad, self.checked, trainer.step - 1, self.run_path, self.last_ckpt)
-        save_checkpoint(self.run_path, trainer.state_dict())
+        if self.run_path is not None and self.ranks.main:
+            save_checkpoint(self.run_path, trainer.state_dict())
         self.last_ckpt = trainer.step
 
     def close(self) -> None:
@@ -585,7 +633,7 @@ class _Member:
         if bad is not None:
             last = max(self.checked, cfg.steps - 1)
             raise _diverged(bad, self.checked, last, self.run_path, self.last_ckpt)
-        if self.run_path is not None:
+        if self.run_path is not None and self.ranks.main:
             save_finished(self.run_path, self.sae, self.start.config)
         self.result = TrainResult(
             self.sae,
@@ -615,14 +663,17 @@ def _train_members(
         member.begin(cfg, device, calib_rows)
     hard_start = schedules.hard_phase_start(cfg)
     step = min(m.trainer.step for m in group)  # members ahead wait for the stream
-    loader = Prefetcher(source_stream(source, cfg.batch_size, cfg.seed, step), device, cfg.prefetch)
-    bar = _Progress(cfg.steps, step, progress)
+    ranks = group[0].ranks
+    stream = ranks.rows(source_stream(source, cfg.batch_size, cfg.seed, step))  # this rank's
+    loader = Prefetcher(stream, device, cfg.prefetch)
+    bar = _Progress(cfg.steps, step, progress and ranks.main)
     stop = _StopOnSigint(active=any(m.run_path is not None for m in group))
+    batch_ops = batch_group.activate(ranks.batch_group)  # global-batch ops reduce over ranks
     try:
         for member in group:
             member.sae.train()
         with stop:
-            while step < cfg.steps and not stop.requested:
+            while step < cfg.steps and not ranks.stop(stop.requested):
                 x_BD = _check_batch(next(loader), source.d, step)
                 for member in group:
                     if member.trainer.step != step:
@@ -635,8 +686,9 @@ def _train_members(
                         _stop_group(group, member, err)
                 at_log = step % cfg.log_every == 0 or step + 1 == cfg.steps
                 step += 1
-                bar.update(step, group[0].stats if at_log and group[0].stats else None)
-        if stop.requested and step < cfg.steps:
+                shown = at_log and group[0].stats and ranks.main
+                bar.update(step, group[0].stats if shown else None)
+        if step < cfg.steps:  # stopped early: some rank was asked to stop
             for member in group:
                 member.checkpoint_now()
             where = ", ".join(str(m.run_path) for m in group if m.run_path is not None)
@@ -646,6 +698,7 @@ def _train_members(
                 f"`{command}` command with --resume to continue it"
             )
     finally:
+        batch_group.deactivate(batch_ops)
         loader.close()
         bar.close()
         for member in group:
