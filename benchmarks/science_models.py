@@ -35,6 +35,11 @@ MODELS: dict[str, tuple[str, dict, dict]] = {
         {},
     ),
     "target-batch": ("softsae", {"k_signal": "batch", "estimator_lr_scale": 1.0}, {}),
+    # how the estimator's prediction is scored against the gain allocation (default "log")
+    "loss-linear": ("softsae", {"k_loss": "linear"}, {}),
+    "loss-weighted": ("softsae", {"k_loss": "weighted"}, {}),
+    "loss-regret": ("softsae", {"k_loss": "regret"}, {}),
+    "loss-log+regret": ("softsae", {"k_loss": "log+regret"}, {}),
     # baselines
     "topk": ("topk", {}, {}),
     "batchtopk": ("batchtopk", {}, {}),

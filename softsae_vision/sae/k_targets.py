@@ -49,14 +49,38 @@ def marginal_gains(z_BF: Tensor, resid_BD: Tensor, W_dec_FD: Tensor, width: int)
 
 
 @torch.no_grad()
-def allocate(gain_BM: Tensor, mean_k: float) -> Tensor:
-    """k*_b = number of row b's gains among the round(mean_k·B) largest of the batch (B,)."""
+def price(gain_BM: Tensor, mean_k: float) -> Tensor:
+    """λ: the smallest of the round(mean_k·B) largest gains of the batch (a 0-d tensor)."""
     B, M = gain_BM.shape
     n_keep = int(min(B * M, max(1, round(mean_k * B))))
-    flat = gain_BM.flatten()
-    price = flat.topk(n_keep, sorted=False).values.min()
-    chosen_BM = (gain_BM >= price) & (gain_BM > 0)
+    return gain_BM.flatten().topk(n_keep, sorted=False).values.min()
+
+
+@torch.no_grad()
+def allocate(gain_BM: Tensor, mean_k: float) -> Tensor:
+    """k*_b = number of row b's gains among the round(mean_k·B) largest of the batch (B,)."""
+    chosen_BM = (gain_BM >= price(gain_BM, mean_k)) & (gain_BM > 0)
     return chosen_BM.sum(1).float()
+
+
+def allocation_regret(k_B: Tensor, gain_BM: Tensor, price_: Tensor) -> Tensor:
+    """Per-row regret (B,) of keeping k_B latents instead of the best count, at price λ.
+
+    R_b(k) = −Σ_{j ≤ k} (Δ_bj − λ), linear between integers, is what row b's reconstruction
+    error plus its budget cost λ·k changes by; its minimum over k is at k*_b. The regret
+    R_b(k_b) − min_k R_b(k) ≥ 0 weighs a wrong count by the error it costs, so rows whose
+    reconstruction carries much of the batch's energy count for more. Differentiable in k_B.
+    """
+    B, M = gain_BM.shape
+    net_BM = (gain_BM - price_).detach()
+    cum_BM1 = torch.cat([net_BM.new_zeros(B, 1), net_BM.cumsum(1)], dim=1)  # (B, M + 1)
+    k_B = k_B.clamp(0.0, float(M))
+    whole_B = k_B.detach().floor().long().clamp(max=M - 1)
+    frac_B = k_B - whole_B
+    value_B = cum_BM1.gather(1, whole_B[:, None]).squeeze(1) + frac_B * net_BM.gather(
+        1, whole_B[:, None]
+    ).squeeze(1)
+    return cum_BM1.max(1).values - value_B
 
 
 @torch.no_grad()
@@ -66,3 +90,37 @@ def activation_allocation(z_BF: Tensor, mean_k: float) -> Tensor:
     n_keep = int(min(z_BF.numel(), max(1, round(mean_k * B))))
     price = z_BF.flatten().topk(n_keep, sorted=False).values.min()
     return ((z_BF >= price) & (z_BF > 0)).sum(1).float()
+
+
+K_LOSSES = ("log", "linear", "weighted", "regret", "log+regret")
+"""How the estimator's prediction is scored against the allocation (see ``estimator_loss``)."""
+
+
+def estimator_loss(
+    kind: str, log_k_R: Tensor, gain_RM: Tensor, mean_k: float, energy_R: Tensor
+) -> Tensor:
+    """The k estimator's loss for predictions log k̂ ``log_k_R`` (differentiable) (0-d).
+
+    - ``"log"``: (log k̂ − log k*)², every row alike (the default: it tracks the number of
+      active atoms best across the suite);
+    - ``"linear"``: ((k̂ − k*)/K)², unbiased in k itself, so the budget's mean holds without a
+      Jensen gap;
+    - ``"weighted"``: the log loss weighted by each row's share of the batch's energy
+      ``energy_R`` (‖x̃ − b_dec‖²), the rows that dominate pooled FVU;
+    - ``"regret"``: the reconstruction error a wrong count costs (``allocation_regret``, in
+      units of the batch's mean energy), i.e. FVU itself;
+    - ``"log+regret"``: their sum.
+    """
+    lam = price(gain_RM, mean_k)
+    target_R = ((gain_RM >= lam) & (gain_RM > 0)).sum(1).float()
+    k_R = log_k_R.exp()
+    log_err_R = (log_k_R - target_R.clamp_min(1.0).log()).square()
+    regret_R = allocation_regret(k_R, gain_RM, lam) / energy_R.mean().clamp_min(1e-12)
+    per_row = {
+        "log": lambda: log_err_R,
+        "linear": lambda: ((k_R - target_R) / mean_k).square(),
+        "weighted": lambda: log_err_R * energy_R / energy_R.mean().clamp_min(1e-12),
+        "regret": lambda: regret_R,
+        "log+regret": lambda: log_err_R + regret_R,
+    }[kind]()
+    return per_row.mean()

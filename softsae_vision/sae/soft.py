@@ -43,7 +43,13 @@ from softsae_vision.ops.hard_topk import hard_topk_sparse
 from softsae_vision.ops.soft_topk import debug_checks
 from softsae_vision.ops.sparse_decode import decode_selected, sparse_decode_enabled
 from softsae_vision.sae.base import BaseSAE, SAEOutput, StepContext, TrainOutput, register_sae
-from softsae_vision.sae.k_targets import activation_allocation, allocate, marginal_gains
+from softsae_vision.sae.k_targets import (
+    K_LOSSES,
+    activation_allocation,
+    allocate,
+    estimator_loss,
+    marginal_gains,
+)
 from softsae_vision.sae.topk import check_k
 
 ESTIMATORS = ("paper", "lean")
@@ -83,6 +89,7 @@ class SoftSAE(BaseSAE):
         k_loss_beta: float = 5.0,
         selection_grad: bool = False,
         k_signal: str = "gain",
+        k_loss: str = "log",
         estimator_lr_scale: float | None = None,
         seed: int | None = None,
     ) -> None:
@@ -108,6 +115,9 @@ class SoftSAE(BaseSAE):
         if k_signal not in K_SIGNALS:
             raise SoftSAEError(f"k_signal must be one of {K_SIGNALS}, got {k_signal!r}")
         self.k_signal = k_signal
+        if k_loss not in K_LOSSES:
+            raise SoftSAEError(f"k_loss must be one of {K_LOSSES}, got {k_loss!r}")
+        self.k_loss = k_loss
         d_est = d_in if estimator == "paper" else n_latents
         if estimator_lr_scale is None:
             estimator_lr_scale = min(1.0, ESTIMATOR_STEP_ANCHOR / (hidden * math.sqrt(d_est)))
@@ -140,6 +150,7 @@ class SoftSAE(BaseSAE):
             "k_loss_beta": self.k_loss_beta,
             "selection_grad": self.selection_grad,
             "k_signal": self.k_signal,
+            "k_loss": self.k_loss,
             "estimator_lr_scale": self.estimator_lr_scale,
         }
 
@@ -258,17 +269,26 @@ class SoftSAE(BaseSAE):
         return allocate(gains_BM, mean_k)
 
     def _train_output_target(self, xn_BD: Tensor, z_BF: Tensor, ctx: StepContext) -> TrainOutput:
-        """Soft phase with the estimator regressed on per-input targets k* (log scale).
+        """Soft phase with the estimator trained on per-input targets.
 
         The codes use k̂ detached (the encoder trains on the selection as a TopK encoder does);
-        the estimator learns log k̂ → log k*, with k* the batch's best allocation of the mean
-        budget ``ctx.k_target`` by marginal reconstruction gain.
+        the estimator learns k*, the batch's best allocation of the mean budget
+        ``ctx.k_target`` by marginal reconstruction gain, scored by ``k_loss`` (log k̂ → log k*
+        by default; see ``k_targets.estimator_loss``).
         """
         rows = min(len(xn_BD), TARGET_ROWS)
         logits_B = self.k_logits(xn_BD, z_BF)
-        target_R = self.k_targets(xn_BD[:rows], z_BF[:rows].detach(), ctx.k_target)
+        # log k̂ before clamping to [1, k_max], so rows below 1 still learn
         log_k_R = math.log(self.k_max) + F.logsigmoid(logits_B[:rows] + self.k_calibration)
-        k_loss = (log_k_R - target_R.clamp_min(1.0).log()).square().mean()
+        if self.k_signal == "batch":
+            target_R = activation_allocation(z_BF[:rows].detach(), ctx.k_target)
+            k_loss = (log_k_R - target_R.clamp_min(1.0).log()).square().mean()
+        else:
+            resid_RD = (xn_BD[:rows] - self.b_dec).detach().float()
+            width = int(min(self.n_latents, math.ceil(self.k_max)))
+            gains_RM = marginal_gains(z_BF[:rows].detach(), resid_RD, self.W_dec.detach(), width)
+            energy_R = resid_RD.square().sum(1)
+            k_loss = estimator_loss(self.k_loss, log_k_R, gains_RM, ctx.k_target, energy_R)
         k_hat_B = self.k_from_logits(logits_B.detach())
         codes_BF, x_hat_BD = self._soft_codes(z_BF, k_hat_B, ctx.alpha)
         return TrainOutput(
