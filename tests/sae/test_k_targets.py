@@ -11,7 +11,6 @@ from softsae_vision.sae.k_targets import (
     allocation_regret,
     estimator_loss,
     marginal_gains,
-    price,
 )
 
 
