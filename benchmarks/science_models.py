@@ -15,6 +15,8 @@ MODELS: dict[str, tuple[str, dict, dict]] = {
     # our defaults (k̂ regressed on marginal-gain targets), with each k estimator
     "softsae": ("softsae", {}, {}),
     "softsae-lean": ("softsae", {"estimator": "lean"}, {}),
+    "softsae-gains": ("softsae", {"estimator": "gains"}, {}),
+    "softsae-profile": ("softsae", {"estimator": "profile"}, {}),
     # the paper's recipe, run with our code: k_max = 2·d, gradient through the soft top-k into
     # the latents, k annealed from d, hard phase the last 1/6, no calibration
     "paper-recipe": (

@@ -28,14 +28,28 @@ import torch
 from torch import Tensor
 
 
+GAIN_CHUNK_ELEMENTS = 1 << 24
+"""Rows are processed in chunks of at most this many (rows · M · d) gathered elements."""
+
+
 @torch.no_grad()
 def marginal_gains(z_BF: Tensor, resid_BD: Tensor, W_dec_FD: Tensor, width: int) -> Tensor:
     """Gains (B, M) of adding each of the M = ``width`` largest latents in turn, in order.
 
     ``resid_BD`` is what the latents must explain (x̃ − b_dec). Entries of latents that are
-    zero are 0.
+    zero are 0. Rows go in chunks so the (rows, M, d) gather stays bounded.
     """
     width = max(1, min(width, z_BF.shape[1]))
+    rows = max(1, GAIN_CHUNK_ELEMENTS // (width * W_dec_FD.shape[1]))
+    return torch.cat(
+        [
+            _chunk_gains(z_BF[i : i + rows], resid_BD[i : i + rows], W_dec_FD, width)
+            for i in range(0, max(1, z_BF.shape[0]), rows)
+        ]
+    )
+
+
+def _chunk_gains(z_BF: Tensor, resid_BD: Tensor, W_dec_FD: Tensor, width: int) -> Tensor:
     c_BM, idx_BM = z_BF.float().topk(width, dim=1, sorted=True)
     w_BMD = W_dec_FD.float()[idx_BM]  # (B, M, d)
     proj_BM = torch.einsum("bd,bmd->bm", resid_BD.float(), w_BMD)

@@ -52,7 +52,7 @@ from softsae_vision.sae.k_targets import (
 )
 from softsae_vision.sae.topk import check_k
 
-ESTIMATORS = ("paper", "lean")
+ESTIMATORS = ("paper", "lean", "gains", "profile")
 K_SIGNALS = ("soft", "gain", "batch")
 LEAN_HIDDEN = 64
 ESTIMATOR_STEP_ANCHOR = 512 * 8.0
@@ -118,7 +118,12 @@ class SoftSAE(BaseSAE):
         if k_loss not in K_LOSSES:
             raise SoftSAEError(f"k_loss must be one of {K_LOSSES}, got {k_loss!r}")
         self.k_loss = k_loss
-        d_est = d_in if estimator == "paper" else n_latents
+        d_est = {
+            "paper": d_in,
+            "lean": n_latents,
+            "gains": int(min(n_latents, math.ceil(self.k_max))) + 1,
+            "profile": int(min(n_latents, math.ceil(self.k_max))) + 1,
+        }[estimator]
         if estimator_lr_scale is None:
             estimator_lr_scale = min(1.0, ESTIMATOR_STEP_ANCHOR / (hidden * math.sqrt(d_est)))
         if not estimator_lr_scale > 0:
@@ -181,9 +186,34 @@ class SoftSAE(BaseSAE):
                 # With a target signal the estimator must not move the SAE: b_dec detached.
                 b_dec = self.b_dec if self.k_signal == "soft" else self.b_dec.detach()
                 h = (xn_BD - b_dec).float()
+            elif self.estimator == "gains":
+                h = self.gain_profile(xn_BD, z_BF)
+            elif self.estimator == "profile":
+                h = self.activation_profile(xn_BD, z_BF)
             else:
                 h = (z_BF if z_BF is not None else self.pre_acts(xn_BD)).detach().float()
             return self.k_estimator(h).squeeze(-1)
+
+    @torch.no_grad()
+    def activation_profile(self, xn_BD: Tensor, z_BF: Tensor | None = None) -> Tensor:
+        """The "profile" estimator's input (B, M + 1): the row's M largest latents in order,
+        relative to the row's norm, and the log of its energy."""
+        z_BF = self.pre_acts(xn_BD) if z_BF is None else z_BF.detach()
+        width = int(min(self.n_latents, math.ceil(self.k_max)))
+        top_BM = z_BF.float().topk(width, dim=1).values.clamp_min(0)
+        energy_B1 = (xn_BD - self.b_dec).float().square().sum(1, keepdim=True).clamp_min(1e-12)
+        return torch.cat([top_BM / energy_B1.sqrt(), energy_B1.log()], dim=1)
+
+    @torch.no_grad()
+    def gain_profile(self, xn_BD: Tensor, z_BF: Tensor | None = None) -> Tensor:
+        """The "gains" estimator's input (B, M + 1): each candidate's marginal gain as a share of
+        the row's energy, and the log of that energy (the allocation compares absolute gains)."""
+        z_BF = self.pre_acts(xn_BD) if z_BF is None else z_BF.detach()
+        resid_BD = (xn_BD - self.b_dec).float()
+        width = int(min(self.n_latents, math.ceil(self.k_max)))
+        gains_BM = marginal_gains(z_BF, resid_BD, self.W_dec, width)
+        energy_B1 = resid_BD.square().sum(1, keepdim=True).clamp_min(1e-12)
+        return torch.cat([gains_BM / energy_B1, energy_B1.log()], dim=1)
 
     def k_from_logits(self, logits_B: Tensor, offset: Tensor | float | None = None) -> Tensor:
         """k̂ = clamp(k_max · σ(logits + offset), 1, k_max); offset defaults to the calibration."""
