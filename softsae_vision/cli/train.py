@@ -97,16 +97,17 @@ def add_parser(sub, name: str) -> None:
     soft.add_argument("--k-max", type=float, default=None, help="largest k̂ (default 4·k)")
     soft.add_argument(
         "--estimator",
-        default="paper",
-        choices=("paper", "lean"),
-        help="k estimator: 'paper' (MLP on the input, width n_latents) or 'lean' (small MLP on "
-        "the encoder's pre-activations, much cheaper)",
+        default="gains",
+        choices=("gains", "paper", "lean"),
+        help="k estimator: 'gains' (small MLP on the SAE's own marginal-gain profile; default), "
+        "'paper' (MLP on the input, width n_latents) or 'lean' (small MLP on the encoder's "
+        "pre-activations)",
     )
     soft.add_argument(
         "--estimator-hidden",
         type=int,
         default=None,
-        help="k-estimator hidden width (default: n_latents for paper, 64 for lean)",
+        help="k-estimator hidden width (default: n_latents for paper, 64 for gains and lean)",
     )
     soft.add_argument(
         "--k-signal",

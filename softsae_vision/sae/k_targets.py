@@ -27,7 +27,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
 GAIN_CHUNK_ELEMENTS = 1 << 24
 """Rows are processed in chunks of at most this many (rows · M · d) gathered elements."""
 
