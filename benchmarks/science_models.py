@@ -18,6 +18,7 @@ MODELS: dict[str, tuple[str, dict, dict]] = {
     "softsae": ("softsae", {}, {}),
     "softsae-paper": ("softsae", {"estimator": "paper"}, {}),
     "softsae-lean": ("softsae", {"estimator": "lean"}, {}),
+    "softsae-loggains": ("softsae", {"estimator": "loggains"}, {}),
     # the paper's recipe, run with our code: k_max = 2·d, gradient through the soft top-k into
     # the latents, k annealed from d, hard phase the last 1/6, no calibration
     "paper-recipe": (

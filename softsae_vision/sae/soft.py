@@ -52,9 +52,11 @@ from softsae_vision.sae.k_targets import (
 )
 from softsae_vision.sae.topk import check_k
 
-ESTIMATORS = ("paper", "lean", "gains")
+ESTIMATORS = ("paper", "lean", "gains", "loggains")
 K_SIGNALS = ("soft", "gain", "batch")
 LEAN_HIDDEN = 64
+GAIN_FLOOR = 1e-6
+"""Gains below this (in units of the normalised input's energy, E‖x̃‖² = 1) read as this."""
 ESTIMATOR_STEP_ANCHOR = 512 * 8.0
 """h·√d of the largest estimator trained at the full learning rate (512 hidden, d 64)."""
 TARGET_ROWS = 512
@@ -129,6 +131,7 @@ class SoftSAE(BaseSAE):
             "paper": d_in,
             "lean": n_latents,
             "gains": int(min(n_latents, math.ceil(self.k_max))) + 1,
+            "loggains": int(min(n_latents, math.ceil(self.k_max))) + 1,
         }[estimator]
         if estimator_lr_scale is None:
             estimator_lr_scale = min(1.0, ESTIMATOR_STEP_ANCHOR / (hidden * math.sqrt(d_est)))
@@ -203,6 +206,9 @@ class SoftSAE(BaseSAE):
             elif self.estimator == "gains":
                 gains_BM, energy_B1 = gains or self.gains_and_energy(xn_BD, z_BF)
                 h = torch.cat([gains_BM / energy_B1, energy_B1.log()], dim=1)
+            elif self.estimator == "loggains":
+                gains_BM, energy_B1 = gains or self.gains_and_energy(xn_BD, z_BF)
+                h = torch.cat([gains_BM.clamp_min(GAIN_FLOOR).log(), energy_B1.log()], dim=1)
             else:
                 h = (z_BF if z_BF is not None else self.pre_acts(xn_BD)).detach().float()
             return self.k_estimator(h).squeeze(-1)
@@ -311,7 +317,8 @@ class SoftSAE(BaseSAE):
         """
         rows = min(len(xn_BD), TARGET_ROWS)
         # the "gains" estimator reads every row's gains: computed once, reused for the target
-        gains = self.gains_and_energy(xn_BD, z_BF) if self.estimator == "gains" else None
+        reads_gains = self.estimator in ("gains", "loggains")
+        gains = self.gains_and_energy(xn_BD, z_BF) if reads_gains else None
         logits_B = self.k_logits(xn_BD, z_BF, gains)
         # log k̂ before clamping to [1, k_max], so rows below 1 still learn
         log_k_R = math.log(self.k_max) + F.logsigmoid(logits_B[:rows] + self.k_calibration)
