@@ -97,17 +97,17 @@ def add_parser(sub, name: str) -> None:
     soft.add_argument("--k-max", type=float, default=None, help="largest k̂ (default 4·k)")
     soft.add_argument(
         "--estimator",
-        default="gains",
-        choices=("gains", "paper", "lean"),
-        help="k estimator: 'gains' (small MLP on the SAE's own marginal-gain profile; default), "
-        "'paper' (MLP on the input, width n_latents) or 'lean' (small MLP on the encoder's "
-        "pre-activations)",
+        default="paper",
+        choices=("paper", "lean", "gains", "loggains"),
+        help="k estimator: 'paper' (MLP on the input, width n_latents; default), 'lean' (small "
+        "MLP on the encoder's pre-activations), 'gains' / 'loggains' (small MLP on the SAE's own "
+        "marginal gains: shares of the input's energy / their logs)",
     )
     soft.add_argument(
         "--estimator-hidden",
         type=int,
         default=None,
-        help="k-estimator hidden width (default: n_latents for paper, 64 for gains and lean)",
+        help="k-estimator hidden width (default: n_latents for paper, 64 otherwise)",
     )
     soft.add_argument(
         "--k-signal",

@@ -67,20 +67,22 @@ TARGET_ROWS = 512
 class SoftSAE(BaseSAE):
     """Dynamic top-k SAE with a learned per-input k̂.
 
-    Three k estimators:
-    - ``"gains"`` (default): a small MLP (M + 1 → h → 1, h = 64) over the SAE's own marginal-gain
-      profile: the gain Δ_j of each of the M = ⌈k_max⌉ candidate latents in the encoder's order
-      as a share of the row's energy, and the log of that energy. k* is a function of those
-      gains and the batch's price, so the estimator predicts it far better than from the raw
-      input (Spearman with k* 0.92-0.96 where the paper's estimator reached 0.86-0.90), and
-      that is what keeps FVU below TopK's where the allocation is spread widely. Costs an
-      (M, d) gather per row (no extra encoder-sized matmul).
-    - ``"paper"``: MLP(x̃ − b_dec) with d → h → 1, h = n_latents by default and the first layer
-      initialised as a copy of W_enc (as in the paper). Costs about one more encoder matmul.
+    Four k estimators:
+    - ``"paper"`` (default): MLP(x̃ − b_dec) with d → h → 1, h = n_latents by default and the
+      first layer initialised as a copy of W_enc (as in the paper). Costs about one more
+      encoder matmul.
     - ``"lean"``: MLP over the encoder's own (detached) pre-activations, F → h → 1 with
       h = 64 by default. The encoder already computed them, so it costs ~h/d of an encoder
       matmul, and it reads the same sparse features the SAE uses.
-    The science suite (docs/science.md) compares the three on every regime.
+    - ``"gains"``: a small MLP (M + 1 → h → 1, h = 64) over the SAE's own marginal-gain
+      profile: the gain Δ_j of each of the M = ⌈k_max⌉ candidates in the encoder's order as a
+      share of the row's energy, and the log of that energy. k* is a function of those gains and
+      the batch's price, so it predicts k* far better than the paper's estimator on synthetic
+      data (and keeps FVU below TopK's where the allocation is spread widely), but on
+      photographs of wide dynamic range it tracks image complexity worse.
+    - ``"loggains"``: the same MLP over the log of each candidate's absolute gain (counting
+      gains above a price is then linear in its input) and the log energy.
+    The science suite (docs/science.md) compares them on every regime and photo set.
     """
 
     # Runs saved before these hyperparameters existed were trained with these values.
@@ -92,7 +94,7 @@ class SoftSAE(BaseSAE):
         n_latents: int,
         k: float = 32,
         k_max: float | None = None,
-        estimator: str = "gains",
+        estimator: str = "paper",
         estimator_hidden: int | None = None,
         k_loss_coeff: float = 1.0,
         k_loss_beta: float = 5.0,
