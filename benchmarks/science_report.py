@@ -183,6 +183,11 @@ def combine(paths: list[Path]) -> dict:
     parts = [json.loads(Path(p).read_text()) for p in paths]
     out: dict = {k: parts[0][k] for k in ("quick", "steps", "torch")}
     out["seconds"] = sum(p.get("seconds", 0) for p in parts)
+    out["note"] = (
+        f"Assembled with `--combine` from {len(parts)} partial runs (one process per group of "
+        "regimes or models, run one or two sessions apart on a shared 2-core CPU, one torch "
+        "thread each in the latest); every row of one model on one regime comes from one run."
+    )
     for part in parts:
         for section in ("synthetic", "photos"):
             for name, res in part.get(section, {}).items():
