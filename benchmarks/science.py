@@ -35,6 +35,8 @@ from science_regimes import QUICK_REGIMES, REGIMES, Regime  # noqa: E402
 from science_report import combine, max_loss_ratio, write_results  # noqa: E402
 
 from softsae_vision.analysis.stats import correlate  # noqa: E402
+from softsae_vision.ops import hard_topk  # noqa: E402
+from softsae_vision.sae.k_targets import allocate, marginal_gains  # noqa: E402
 from softsae_vision.training import evaluate, train  # noqa: E402
 
 
@@ -43,6 +45,30 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     return float(correlate(a, b, n_boot=0, n_perm=0)["spearman"]["r"])
+
+
+def fvu_with_counts(sae, x_BD: torch.Tensor, k_B: torch.Tensor) -> float:
+    """Pooled FVU of ``sae``'s encoder and decoder when row b keeps its top-k_B latents."""
+    with torch.no_grad():
+        z_BF = sae.pre_acts(sae.normalize(x_BD)).clamp_min(0)
+        codes_BF = hard_topk(z_BF, k_B.long().clamp(0, z_BF.shape[1]))
+        x_hat_BD = sae.denormalize(sae.decode_normalized(codes_BF))
+        return float((x_hat_BD - x_BD).square().sum() / (x_BD - x_BD.mean(0)).square().sum())
+
+
+def allocation_fvus(sae, x_BD: torch.Tensor, k: int) -> dict:
+    """FVU of a k-predicting SAE's own encoder with its k̂ replaced by the exact allocation k*
+    (what the estimator is trained to predict) and by a constant K: how much of the FVU is the
+    encoder and how much the estimator's prediction."""
+    with torch.no_grad():
+        xn_BD = sae.normalize(x_BD)
+        z_BF = sae.pre_acts(xn_BD)
+        gains_BM = marginal_gains(z_BF, xn_BD - sae.b_dec, sae.W_dec, int(sae.k_max))
+        k_star_B = allocate(gains_BM, k)
+    return {
+        "fvu_kstar": fvu_with_counts(sae, x_BD, k_star_B),
+        "fvu_const_k": fvu_with_counts(sae, x_BD, torch.full((len(x_BD),), k)),
+    }
 
 
 def run_model(name: str, regime: Regime, x_train, x_test, n_test, steps: int, workdir: Path):
@@ -68,6 +94,8 @@ def run_model(name: str, regime: Regime, x_train, x_test, n_test, steps: int, wo
         "max_loss_ratio": max_loss_ratio(run_dir / "metrics.jsonl", cfg.steps),
         "seconds": seconds,
     }
+    if out.k_hat is not None:
+        row.update(allocation_fvus(sae, x_test, regime.k))
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
 

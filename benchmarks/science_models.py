@@ -11,30 +11,46 @@ from softsae_vision.training import TrainConfig
 
 BASE_TRAINING = dict(batch_size=256, lr=3e-3, device="cpu", log_every=10, checkpoint_every=10**9)
 
+PAPER = {"estimator": "paper"}
+
 MODELS: dict[str, tuple[str, dict, dict]] = {
     # our defaults (k̂ regressed on marginal-gain targets), with each k estimator
     "softsae": ("softsae", {}, {}),
     "softsae-lean": ("softsae", {"estimator": "lean"}, {}),
+    "softsae-gains": ("softsae", {"estimator": "gains"}, {}),
+    "softsae-loggains": ("softsae", {"estimator": "loggains"}, {}),
     # the paper's recipe, run with our code: k_max = 2·d, gradient through the soft top-k into
     # the latents, k annealed from d, hard phase the last 1/6, no calibration
     "paper-recipe": (
         "softsae",
-        {"k_max": "2d", "selection_grad": True, "k_signal": "soft", "estimator_lr_scale": 1.0},
+        {
+            "k_max": "2d",
+            "selection_grad": True,
+            "k_signal": "soft",
+            "estimator": "paper",
+            "estimator_lr_scale": 1.0,
+        },
         {"k_anneal_from": "d", "hard_frac": 1 / 6, "calibrate_k": False},
     ),
-    # design variants (how k̂ learns), the estimator at the SAE's learning rate (×1)
-    "gain-lr1": ("softsae", {"k_signal": "gain", "estimator_lr_scale": 1.0}, {}),
+    # design variants (how k̂ learns), with the paper's estimator at the SAE's learning rate (×1)
+    "gain-lr1": ("softsae", {**PAPER, "k_signal": "gain", "estimator_lr_scale": 1.0}, {}),
+    "gain-lr0.1": ("softsae", {**PAPER, "k_signal": "gain", "estimator_lr_scale": 0.1}, {}),
     "soft-detached": (
         "softsae",
-        {"k_signal": "soft", "selection_grad": False, "estimator_lr_scale": 1.0},
+        {**PAPER, "k_signal": "soft", "selection_grad": False, "estimator_lr_scale": 1.0},
         {},
     ),
     "soft-selgrad": (
         "softsae",
-        {"k_signal": "soft", "selection_grad": True, "estimator_lr_scale": 1.0},
+        {**PAPER, "k_signal": "soft", "selection_grad": True, "estimator_lr_scale": 1.0},
         {},
     ),
-    "target-batch": ("softsae", {"k_signal": "batch", "estimator_lr_scale": 1.0}, {}),
+    "target-batch": ("softsae", {**PAPER, "k_signal": "batch", "estimator_lr_scale": 1.0}, {}),
+    # how the paper estimator's prediction is scored against the gain allocation (default "log")
+    "loss-linear": ("softsae", {**PAPER, "k_loss": "linear"}, {}),
+    "loss-weighted": ("softsae", {**PAPER, "k_loss": "weighted"}, {}),
+    "loss-regret": ("softsae", {**PAPER, "k_loss": "regret"}, {}),
+    "loss-log+regret": ("softsae", {**PAPER, "k_loss": "log+regret"}, {}),
     # baselines
     "topk": ("topk", {}, {}),
     "batchtopk": ("batchtopk", {}, {}),

@@ -41,7 +41,15 @@ from softsae_vision.training import evaluate, train
 
 PACKAGE = "plasma-workspace-wallpapers"
 TILE, GRID = 224, 3
-PHOTO_MODELS = ("softsae", "softsae-lean", "paper-recipe", "topk", "batchtopk")
+PHOTO_MODELS = (
+    "softsae",
+    "softsae-lean",
+    "softsae-gains",
+    "softsae-loggains",
+    "paper-recipe",
+    "topk",
+    "batchtopk",
+)
 QUICK_PHOTO_MODELS = ("softsae", "topk", "batchtopk")
 DEFAULT_CACHE = Path.home() / ".cache" / "softsae_vision" / "science_photos"
 

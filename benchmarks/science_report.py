@@ -44,6 +44,8 @@ METRIC_TABLES = (
     ("spearman_l0", "Spearman ρ(realised L0, true number of active atoms)", 2),
     ("fvu", "held-out FVU (pooled)", 3),
     ("l0_over_k", "realised mean L0 ÷ K", 2),
+    ("fvu_kstar", "FVU of SoftSAE's encoder with k̂ replaced by the exact allocation k*", 3),
+    ("fvu_const_k", "FVU of SoftSAE's encoder with k̂ replaced by a constant K", 3),
 )
 
 
@@ -63,11 +65,16 @@ def regime_table(synthetic: dict) -> list[str]:
 
 def synthetic_table(synthetic: dict, key: str, digits: int) -> list[str]:
     """Regimes as rows, models as columns, one metric."""
-    models = _models(synthetic)
+    models = [  # only the models that measure this metric
+        m
+        for m in _models(synthetic)
+        if any(key in res["models"].get(m, {}) for res in synthetic.values())
+    ]
     lines = ["| regime | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
     for name, res in synthetic.items():
         cells = [
-            _fmt(res["models"][m][key], digits) if m in res["models"] else "not run" for m in models
+            _fmt(res["models"][m].get(key), digits) if m in res["models"] else "not run"
+            for m in models
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
@@ -176,6 +183,11 @@ def combine(paths: list[Path]) -> dict:
     parts = [json.loads(Path(p).read_text()) for p in paths]
     out: dict = {k: parts[0][k] for k in ("quick", "steps", "torch")}
     out["seconds"] = sum(p.get("seconds", 0) for p in parts)
+    out["note"] = (
+        f"Assembled with `--combine` from {len(parts)} partial runs (one process per group of "
+        "regimes or models, run one or two sessions apart on a shared 2-core CPU, one torch "
+        "thread each in the latest); every row of one model on one regime comes from one run."
+    )
     for part in parts:
         for section in ("synthetic", "photos"):
             for name, res in part.get(section, {}).items():

@@ -101,15 +101,16 @@ def add_parser(sub, name: str) -> None:
     soft.add_argument(
         "--estimator",
         default="paper",
-        choices=("paper", "lean"),
-        help="k estimator: 'paper' (MLP on the input, width n_latents) or 'lean' (small MLP on "
-        "the encoder's pre-activations, much cheaper)",
+        choices=("paper", "lean", "gains", "loggains"),
+        help="k estimator: 'paper' (MLP on the input, width n_latents; default), 'lean' (small "
+        "MLP on the encoder's pre-activations), 'gains' / 'loggains' (small MLP on the SAE's own "
+        "marginal gains: shares of the input's energy / their logs)",
     )
     soft.add_argument(
         "--estimator-hidden",
         type=int,
         default=None,
-        help="k-estimator hidden width (default: n_latents for paper, 64 for lean)",
+        help="k-estimator hidden width (default: n_latents for paper, 64 otherwise)",
     )
     soft.add_argument(
         "--k-signal",

@@ -29,15 +29,28 @@ from torch import Tensor
 
 from softsae_vision.ops import batch_group
 
+GAIN_CHUNK_ELEMENTS = 1 << 24
+"""Rows are processed in chunks of at most this many (rows · M · d) gathered elements."""
+
 
 @torch.no_grad()
 def marginal_gains(z_BF: Tensor, resid_BD: Tensor, W_dec_FD: Tensor, width: int) -> Tensor:
     """Gains (B, M) of adding each of the M = ``width`` largest latents in turn, in order.
 
     ``resid_BD`` is what the latents must explain (x̃ − b_dec). Entries of latents that are
-    zero are 0.
+    zero are 0. Rows go in chunks so the (rows, M, d) gather stays bounded.
     """
     width = max(1, min(width, z_BF.shape[1]))
+    rows = max(1, GAIN_CHUNK_ELEMENTS // (width * W_dec_FD.shape[1]))
+    return torch.cat(
+        [
+            _chunk_gains(z_BF[i : i + rows], resid_BD[i : i + rows], W_dec_FD, width)
+            for i in range(0, max(1, z_BF.shape[0]), rows)
+        ]
+    )
+
+
+def _chunk_gains(z_BF: Tensor, resid_BD: Tensor, W_dec_FD: Tensor, width: int) -> Tensor:
     c_BM, idx_BM = z_BF.float().topk(width, dim=1, sorted=True)
     w_BMD = W_dec_FD.float()[idx_BM]  # (B, M, d)
     proj_BM = torch.einsum("bd,bmd->bm", resid_BD.float(), w_BMD)
@@ -51,18 +64,43 @@ def marginal_gains(z_BF: Tensor, resid_BD: Tensor, W_dec_FD: Tensor, width: int)
 
 
 @torch.no_grad()
-def allocate(gain_BM: Tensor, mean_k: float, rows: int | None = None) -> Tensor:
-    """k*_b = number of row b's gains among the round(mean_k·B) largest of the batch (B,).
+def price(gain_BM: Tensor, mean_k: float, rows: int | None = None) -> Tensor:
+    """λ: the smallest of the round(mean_k·B) largest gains of the batch (a 0-d tensor).
 
-    ``rows``: B, when these are one rank's rows of a data-parallel batch (default: len).
+    ``rows``: B, when these are one rank's rows of a data-parallel batch (default: len); the
+    price is then taken over every rank's rows.
     """
     B, M = gain_BM.shape
     B = batch_group.global_rows(B) if rows is None else rows
     n_keep = int(min(B * M, max(1, round(mean_k * B))))
-    flat = gain_BM.flatten()
-    price = batch_group.kth_largest(flat, n_keep)  # over every rank's rows
-    chosen_BM = (gain_BM >= price) & (gain_BM > 0)
+    return batch_group.kth_largest(gain_BM.flatten(), n_keep)
+
+
+@torch.no_grad()
+def allocate(gain_BM: Tensor, mean_k: float, rows: int | None = None) -> Tensor:
+    """k*_b = number of row b's gains among the round(mean_k·B) largest of the batch (B,)."""
+    chosen_BM = (gain_BM >= price(gain_BM, mean_k, rows)) & (gain_BM > 0)
     return chosen_BM.sum(1).float()
+
+
+def allocation_regret(k_B: Tensor, gain_BM: Tensor, price_: Tensor) -> Tensor:
+    """Per-row regret (B,) of keeping k_B latents instead of the best count, at price λ.
+
+    R_b(k) = −Σ_{j ≤ k} (Δ_bj − λ), linear between integers, is what row b's reconstruction
+    error plus its budget cost λ·k changes by; its minimum over k is at k*_b. The regret
+    R_b(k_b) − min_k R_b(k) ≥ 0 weighs a wrong count by the error it costs, so rows whose
+    reconstruction carries much of the batch's energy count for more. Differentiable in k_B.
+    """
+    B, M = gain_BM.shape
+    net_BM = (gain_BM - price_).detach()
+    cum_BM1 = torch.cat([net_BM.new_zeros(B, 1), net_BM.cumsum(1)], dim=1)  # (B, M + 1)
+    k_B = k_B.clamp(0.0, float(M))
+    whole_B = k_B.detach().floor().long().clamp(max=M - 1)
+    frac_B = k_B - whole_B
+    value_B = cum_BM1.gather(1, whole_B[:, None]).squeeze(1) + frac_B * net_BM.gather(
+        1, whole_B[:, None]
+    ).squeeze(1)
+    return cum_BM1.max(1).values - value_B
 
 
 @torch.no_grad()
@@ -73,3 +111,45 @@ def activation_allocation(z_BF: Tensor, mean_k: float, rows: int | None = None) 
     n_keep = int(min(B * F, max(1, round(mean_k * B))))
     price = batch_group.kth_largest(z_BF.flatten(), n_keep)  # over every rank's rows
     return ((z_BF >= price) & (z_BF > 0)).sum(1).float()
+
+
+K_LOSSES = ("log", "linear", "weighted", "regret", "log+regret")
+"""How the estimator's prediction is scored against the allocation (see ``estimator_loss``)."""
+
+
+def estimator_loss(
+    kind: str,
+    log_k_R: Tensor,
+    gain_RM: Tensor,
+    mean_k: float,
+    energy_R: Tensor,
+    rows: int | None = None,
+) -> Tensor:
+    """The k estimator's loss for predictions log k̂ ``log_k_R`` (differentiable) (0-d).
+
+    - ``"log"``: (log k̂ − log k*)², every row alike (the default: it tracks the number of
+      active atoms best across the suite);
+    - ``"linear"``: ((k̂ − k*)/K)², unbiased in k itself, so the budget's mean holds without a
+      Jensen gap;
+    - ``"weighted"``: the log loss weighted by each row's share of the batch's energy
+      ``energy_R`` (‖x̃ − b_dec‖²), the rows that dominate pooled FVU;
+    - ``"regret"``: the reconstruction error a wrong count costs (``allocation_regret``, in
+      units of the batch's mean energy), i.e. FVU itself;
+    - ``"log+regret"``: their sum.
+
+    ``rows``: the batch's size when these are one rank's rows of a data-parallel batch (the
+    price and the mean are then the global batch's; the energy normalisation stays per rank).
+    """
+    lam = price(gain_RM, mean_k, rows)
+    target_R = ((gain_RM >= lam) & (gain_RM > 0)).sum(1).float()
+    k_R = log_k_R.exp()
+    log_err_R = (log_k_R - target_R.clamp_min(1.0).log()).square()
+    regret_R = allocation_regret(k_R, gain_RM, lam) / energy_R.mean().clamp_min(1e-12)
+    per_row = {
+        "log": lambda: log_err_R,
+        "linear": lambda: ((k_R - target_R) / mean_k).square(),
+        "weighted": lambda: log_err_R * energy_R / energy_R.mean().clamp_min(1e-12),
+        "regret": lambda: regret_R,
+        "log+regret": lambda: log_err_R + regret_R,
+    }[kind]()
+    return batch_group.mean(per_row, rows)

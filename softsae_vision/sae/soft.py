@@ -44,12 +44,20 @@ from softsae_vision.ops.hard_topk import hard_topk_sparse
 from softsae_vision.ops.soft_topk import debug_checks
 from softsae_vision.ops.sparse_decode import decode_selected, sparse_decode_enabled
 from softsae_vision.sae.base import BaseSAE, SAEOutput, StepContext, TrainOutput, register_sae
-from softsae_vision.sae.k_targets import activation_allocation, allocate, marginal_gains
+from softsae_vision.sae.k_targets import (
+    K_LOSSES,
+    activation_allocation,
+    allocate,
+    estimator_loss,
+    marginal_gains,
+)
 from softsae_vision.sae.topk import check_k
 
-ESTIMATORS = ("paper", "lean")
+ESTIMATORS = ("paper", "lean", "gains", "loggains")
 K_SIGNALS = ("soft", "gain", "batch")
 LEAN_HIDDEN = 64
+GAIN_FLOOR = 1e-6
+"""Gains below this (in units of the normalised input's energy, E‖x̃‖² = 1) read as this."""
 ESTIMATOR_STEP_ANCHOR = 512 * 8.0
 """h·√d of the largest estimator trained at the full learning rate (512 hidden, d 64)."""
 TARGET_ROWS = 512
@@ -60,13 +68,22 @@ TARGET_ROWS = 512
 class SoftSAE(BaseSAE):
     """Dynamic top-k SAE with a learned per-input k̂.
 
-    Two k estimators:
-    - ``"paper"``: MLP(x̃ − b_dec) with d → h → 1, h = n_latents by default and the first layer
-      initialised as a copy of W_enc (as in the paper). Costs about one more encoder matmul.
+    Four k estimators:
+    - ``"paper"`` (default): MLP(x̃ − b_dec) with d → h → 1, h = n_latents by default and the
+      first layer initialised as a copy of W_enc (as in the paper). Costs about one more
+      encoder matmul.
     - ``"lean"``: MLP over the encoder's own (detached) pre-activations, F → h → 1 with
       h = 64 by default. The encoder already computed them, so it costs ~h/d of an encoder
-      matmul, and it reads the same sparse features the SAE uses. On synthetic data with a known
-      number of atoms it tracks that number as well as the paper's estimator.
+      matmul, and it reads the same sparse features the SAE uses.
+    - ``"gains"``: a small MLP (M + 1 → h → 1, h = 64) over the SAE's own marginal-gain
+      profile: the gain Δ_j of each of the M = ⌈k_max⌉ candidates in the encoder's order as a
+      share of the row's energy, and the log of that energy. k* is a function of those gains and
+      the batch's price, so it predicts k* far better than the paper's estimator on synthetic
+      data (and keeps FVU below TopK's where the allocation is spread widely), but on
+      photographs of wide dynamic range it tracks image complexity worse.
+    - ``"loggains"``: the same MLP over the log of each candidate's absolute gain (counting
+      gains above a price is then linear in its input) and the log energy.
+    The science suite (docs/science.md) compares them on every regime and photo set.
     """
 
     # Runs saved before these hyperparameters existed were trained with these values.
@@ -84,6 +101,7 @@ class SoftSAE(BaseSAE):
         k_loss_beta: float = 5.0,
         selection_grad: bool = False,
         k_signal: str = "gain",
+        k_loss: str = "log",
         estimator_lr_scale: float | None = None,
         seed: int | None = None,
     ) -> None:
@@ -109,7 +127,15 @@ class SoftSAE(BaseSAE):
         if k_signal not in K_SIGNALS:
             raise SoftSAEError(f"k_signal must be one of {K_SIGNALS}, got {k_signal!r}")
         self.k_signal = k_signal
-        d_est = d_in if estimator == "paper" else n_latents
+        if k_loss not in K_LOSSES:
+            raise SoftSAEError(f"k_loss must be one of {K_LOSSES}, got {k_loss!r}")
+        self.k_loss = k_loss
+        d_est = {
+            "paper": d_in,
+            "lean": n_latents,
+            "gains": int(min(n_latents, math.ceil(self.k_max))) + 1,
+            "loggains": int(min(n_latents, math.ceil(self.k_max))) + 1,
+        }[estimator]
         if estimator_lr_scale is None:
             estimator_lr_scale = min(1.0, ESTIMATOR_STEP_ANCHOR / (hidden * math.sqrt(d_est)))
         if not estimator_lr_scale > 0:
@@ -141,6 +167,7 @@ class SoftSAE(BaseSAE):
             "k_loss_beta": self.k_loss_beta,
             "selection_grad": self.selection_grad,
             "k_signal": self.k_signal,
+            "k_loss": self.k_loss,
             "estimator_lr_scale": self.estimator_lr_scale,
         }
 
@@ -161,8 +188,16 @@ class SoftSAE(BaseSAE):
         return [{"params": rest}, {"params": estimator, "lr_scale": self.estimator_lr_scale}]
 
     # ------------------------------------------------------------------ k estimator
-    def k_logits(self, xn_BD: Tensor, z_BF: Tensor | None = None) -> Tensor:
-        """Estimator output before the sigmoid (B,), fp32, without calibration."""
+    def k_logits(
+        self,
+        xn_BD: Tensor,
+        z_BF: Tensor | None = None,
+        gains: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        """Estimator output before the sigmoid (B,), fp32, without calibration.
+
+        ``gains``: the rows' (gains (B, M), energy (B, 1)) when already computed (training).
+        """
         with torch.autocast(xn_BD.device.type, enabled=False):
             if self.estimator == "paper":
                 # The estimator's gradient also reaches b_dec here, as in the paper. Detaching
@@ -171,9 +206,26 @@ class SoftSAE(BaseSAE):
                 # With a target signal the estimator must not move the SAE: b_dec detached.
                 b_dec = self.b_dec if self.k_signal == "soft" else self.b_dec.detach()
                 h = (xn_BD - b_dec).float()
+            elif self.estimator == "gains":
+                gains_BM, energy_B1 = gains or self.gains_and_energy(xn_BD, z_BF)
+                h = torch.cat([gains_BM / energy_B1, energy_B1.log()], dim=1)
+            elif self.estimator == "loggains":
+                gains_BM, energy_B1 = gains or self.gains_and_energy(xn_BD, z_BF)
+                h = torch.cat([gains_BM.clamp_min(GAIN_FLOOR).log(), energy_B1.log()], dim=1)
             else:
                 h = (z_BF if z_BF is not None else self.pre_acts(xn_BD)).detach().float()
             return self.k_estimator(h).squeeze(-1)
+
+    @torch.no_grad()
+    def gains_and_energy(self, xn_BD: Tensor, z_BF: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Marginal gains (B, M) of the M = ⌈k_max⌉ candidates in the encoder's order, and each
+        row's energy ‖x̃ − b_dec‖² (B, 1): the "gains" estimator reads the gains as a share of
+        the energy, and the log of the energy (the allocation compares absolute gains)."""
+        z_BF = self.pre_acts(xn_BD) if z_BF is None else z_BF.detach()
+        resid_BD = (xn_BD - self.b_dec).float()
+        width = int(min(self.n_latents, math.ceil(self.k_max)))
+        gains_BM = marginal_gains(z_BF, resid_BD, self.W_dec, width)
+        return gains_BM, resid_BD.square().sum(1, keepdim=True).clamp_min(1e-12)
 
     def k_from_logits(self, logits_B: Tensor, offset: Tensor | float | None = None) -> Tensor:
         """k̂ = clamp(k_max · σ(logits + offset), 1, k_max); offset defaults to the calibration."""
@@ -264,18 +316,31 @@ class SoftSAE(BaseSAE):
         return allocate(gains_BM, mean_k, rows)
 
     def _train_output_target(self, xn_BD: Tensor, z_BF: Tensor, ctx: StepContext) -> TrainOutput:
-        """Soft phase with the estimator regressed on per-input targets k* (log scale).
+        """Soft phase with the estimator trained on per-input targets.
 
         The codes use k̂ detached (the encoder trains on the selection as a TopK encoder does);
-        the estimator learns log k̂ → log k*, with k* the batch's best allocation of the mean
-        budget ``ctx.k_target`` by marginal reconstruction gain.
+        the estimator learns k*, the batch's best allocation of the mean budget
+        ``ctx.k_target`` by marginal reconstruction gain, scored by ``k_loss`` (log k̂ → log k*
+        by default; see ``k_targets.estimator_loss``).
         """
         # the batch's first TARGET_ROWS rows (under DDP: the global batch's, rank 0's first)
         rows, rows_all = batch_group.prefix_rows(len(xn_BD), TARGET_ROWS)
-        logits_B = self.k_logits(xn_BD, z_BF)
-        target_R = self.k_targets(xn_BD[:rows], z_BF[:rows].detach(), ctx.k_target, rows_all)
+        # the gain-reading estimators read every row's gains: computed once, reused for the target
+        reads_gains = self.estimator in ("gains", "loggains")
+        gains = self.gains_and_energy(xn_BD, z_BF) if reads_gains else None
+        logits_B = self.k_logits(xn_BD, z_BF, gains)
+        # log k̂ before clamping to [1, k_max], so rows below 1 still learn
         log_k_R = math.log(self.k_max) + F.logsigmoid(logits_B[:rows] + self.k_calibration)
-        k_loss = batch_group.mean((log_k_R - target_R.clamp_min(1.0).log()).square(), rows_all)
+        if self.k_signal == "batch":
+            target_R = activation_allocation(z_BF[:rows].detach(), ctx.k_target, rows_all)
+            k_loss = batch_group.mean((log_k_R - target_R.clamp_min(1.0).log()).square(), rows_all)
+        else:
+            if gains is None:
+                gains = self.gains_and_energy(xn_BD[:rows], z_BF[:rows])
+            gains_RM, energy_R = gains[0][:rows], gains[1][:rows, 0]
+            k_loss = estimator_loss(
+                self.k_loss, log_k_R, gains_RM, ctx.k_target, energy_R, rows_all
+            )
         k_hat_B = self.k_from_logits(logits_B.detach())
         codes_BF, x_hat_BD = self._soft_codes(z_BF, k_hat_B, ctx.alpha)
         return TrainOutput(

@@ -170,7 +170,7 @@ class TestSoftSAE:
         logit = torch.logit(target / sae.k_max)
         with torch.no_grad():  # make the estimator output exactly those logits
             sae.k_estimator[2].weight.zero_()
-        sae.k_logits = lambda xn_BD, z_BF=None: logit  # type: ignore[method-assign]
+        sae.k_logits = lambda xn_BD, z_BF=None, gains=None: logit  # type: ignore[method-assign]
         out = sae.train_output(xn, StepContext(phase="soft", alpha=1e-3, k_target=4.0))
         assert out.extra_losses["k"].item() == pytest.approx(0.0, abs=1e-8)
 

@@ -1,9 +1,17 @@
 """The estimator's targets: marginal gains equal a step-by-step reconstruction, and the batch
 allocation spends the budget where the gains are largest."""
 
+import pytest
 import torch
 
-from softsae_vision.sae.k_targets import activation_allocation, allocate, marginal_gains
+from softsae_vision.sae.k_targets import (
+    K_LOSSES,
+    activation_allocation,
+    allocate,
+    allocation_regret,
+    estimator_loss,
+    marginal_gains,
+)
 
 
 def _unit_rows(n: int, d: int, gen: torch.Generator) -> torch.Tensor:
@@ -50,3 +58,50 @@ def test_allocation_ignores_latents_that_do_not_help():
     r_BD = torch.tensor([[1.0, -1.0, 0.0, 0.0]])
     k_star = allocate(marginal_gains(z_BF, r_BD, W_FD, 4), mean_k=2.0)
     assert k_star.tolist() == [1]
+
+
+def _staircase() -> tuple[torch.Tensor, float]:
+    """Gains of 5 rows, row b with b + 1 gains well above the price and the rest below it."""
+    B, d = 5, 16
+    W_FD = torch.eye(d)
+    z_BF = torch.zeros(B, d)
+    for b in range(B):
+        z_BF[b, : b + 1] = 1.0 + 0.1 * torch.arange(b + 1)
+    return marginal_gains(z_BF, z_BF.clone(), W_FD, 8), sum(range(1, B + 1)) / B
+
+
+def test_regret_is_zero_at_the_best_count_and_grows_away_from_it():
+    gains_BM, mean_k = _staircase()
+    lam = torch.tensor(0.5)  # strictly between the useful gains (≥ 1) and the useless ones (0)
+    best_B = (gains_BM > lam).sum(1).float()
+    assert torch.allclose(allocation_regret(best_B, gains_BM, lam), torch.zeros(5))
+    for delta in (-1.0, 1.0, 2.5):
+        k_B = (best_B + delta).clamp(0, 8)
+        moved = k_B != best_B
+        assert (allocation_regret(k_B, gains_BM, lam)[moved] > 0).all()
+
+
+def test_regret_gradient_points_towards_the_best_count():
+    gains_BM, _ = _staircase()
+    lam = torch.tensor(0.5)
+    best_B = (gains_BM > lam).sum(1).float()
+    k_B = torch.tensor([3.5, 3.5, 0.5, 0.5, 0.5], requires_grad=True)
+    allocation_regret(k_B, gains_BM, lam).sum().backward()
+    assert k_B.grad is not None
+    # gradient descent moves k towards k*: down where k > k*, up where k < k*
+    assert torch.equal(torch.sign(-k_B.grad), torch.sign(best_B - k_B.detach()))
+
+
+@pytest.mark.parametrize("kind", K_LOSSES)
+def test_every_estimator_loss_is_smallest_at_the_allocation(kind):
+    gains_BM, mean_k = _staircase()
+    best_B = allocate(gains_BM, mean_k)
+    energy_B = torch.linspace(1.0, 3.0, 5)
+
+    def loss(k_B: torch.Tensor) -> float:
+        return float(estimator_loss(kind, k_B.log(), gains_BM, mean_k, energy_B))
+
+    at_best = loss(best_B)
+    assert loss((best_B - 0.5).clamp(0.5, 8)) >= at_best  # the last kept gain may equal λ
+    for delta in (0.7, 2.0):
+        assert loss((best_B + delta).clamp(0.5, 8)) > at_best
