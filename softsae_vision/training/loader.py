@@ -17,7 +17,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ def source_stream(source: Any, batch_size: int, seed: int, start: int) -> Iterat
     """The source's batches from ``start``, in storage dtype when it offers ``raw_batches``."""
     raw = getattr(source, "raw_batches", None)
     if callable(raw):
-        return raw(batch_size, seed, start)
+        return cast(Iterator[Any], raw(batch_size, seed, start))
     return source.batches(batch_size, seed, start)
 
 
