@@ -17,9 +17,10 @@ fixed size). ``dense_selected_pre_acts`` is the eager twin: the dense pre-activa
 autograd's own backward, gathered at the same entries.
 
 ``SOFTSAE_SPARSE_DECODE`` (read by :func:`sparse_encode_enabled`) switches it with the sparse
-decoder: ``0`` dense everywhere, ``1`` sparse everywhere, unset or ``auto`` sparse where it was
-measured faster (the CPU; on CUDA the dense GEMMs stay until a GPU measurement says otherwise,
-see README "Performance").
+decoder: ``0`` dense decoder and encoder gradient, ``decode`` the sparse decoder with the dense
+encoder gradient, ``1`` both sparse on every device, unset or ``auto`` the sparse decoder
+everywhere and the sparse encoder gradient where it was measured faster (the CPU; on CUDA the
+dense GEMMs stay until a GPU measurement says otherwise, see README "Performance").
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ SPARSE_ENCODE_DEVICES = ("cpu",)
 def sparse_encode_enabled(device: torch.device) -> bool:
     """Whether the encoder's gradient goes through the selected latents on ``device``."""
     value = os.environ.get(SPARSE_DECODE_ENV, "auto").strip().lower()
-    if value == "0":
+    if value in ("0", "decode"):
         return False
     if value == "auto":
         return device.type in SPARSE_ENCODE_DEVICES

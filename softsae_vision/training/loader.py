@@ -63,6 +63,10 @@ class Prefetcher:
 
     def _prepare(self, batch: Any) -> torch.Tensor:
         """Host-side work: a tensor, fp32 when training on the CPU, pinned for CUDA."""
+        if self._on_host and isinstance(batch, np.ndarray):
+            # numpy's cast runs in this thread alone; torch's would start a second intra-op
+            # thread pool here, competing with the training thread's for the same cores.
+            return torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         t = _as_tensor(batch)
         if self._on_host:
             return t.float()

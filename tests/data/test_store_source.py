@@ -170,3 +170,14 @@ def test_raw_batches_are_the_same_stream_in_the_store_dtype(store_path, start):
     for r, c in zip(raw, cast, strict=True):
         assert c.dtype == torch.float32
         assert torch.equal(torch.from_numpy(r).float(), c)
+
+
+def test_a_damaged_window_names_the_images_that_hold_nan(store_path):
+    source = StoreSource(store_path, layer=3, tokens="patch", block_bytes=200)
+    damaged = np.array(source._array)  # a copy: the store's file stays intact
+    damaged[20, 5, 1] = np.nan
+    source._array = damaged
+    with pytest.raises(SoftSAEError, match=r"NaN or infinite values in images (\d+)-(\d+)") as err:
+        next(source.raw_batches(8, seed=0))
+    first, last = (int(v) for v in err.value.args[0].split("images ")[1].split(";")[0].split("-"))
+    assert first <= 20 <= last and last - first < 10

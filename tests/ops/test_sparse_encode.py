@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from softsae_vision.ops.sparse_decode import sparse_decode_enabled
 from softsae_vision.ops.sparse_encode import (
     SparseEncoding,
     dense_selected_pre_acts,
@@ -104,14 +105,22 @@ def test_autocast_grads_come_back_in_the_parameter_dtype():
     vals.float().sum().backward()
     assert W.grad is not None and W.grad.dtype == torch.float32
     ref_W = W.detach().requires_grad_(True)
-    ref = dense_selected_pre_acts(xn.detach(), ref_W, b_enc.detach(), b_dec.detach(), *row_major(idx))
+    frozen = (t.detach() for t in (xn, b_enc, b_dec))
+    xn0, b_enc0, b_dec0 = frozen
+    ref = dense_selected_pre_acts(xn0, ref_W, b_enc0, b_dec0, *row_major(idx))
     ref.sum().backward()
     torch.testing.assert_close(W.grad, ref_W.grad, atol=0.1, rtol=0.05)
 
 
 @pytest.mark.parametrize(
     ("value", "cpu", "cuda"),
-    [("0", False, False), ("1", True, True), ("auto", True, False), (None, True, False)],
+    [
+        ("0", False, False),
+        ("decode", False, False),
+        ("1", True, True),
+        ("auto", True, False),
+        (None, True, False),
+    ],
 )
 def test_switch(monkeypatch, value, cpu, cuda):
     if value is None:
@@ -120,3 +129,4 @@ def test_switch(monkeypatch, value, cpu, cuda):
         monkeypatch.setenv("SOFTSAE_SPARSE_DECODE", value)
     assert sparse_encode_enabled(torch.device("cpu")) is cpu
     assert sparse_encode_enabled(torch.device("cuda")) is cuda
+    assert sparse_decode_enabled() is (value != "0")  # the decoder: off only at 0
