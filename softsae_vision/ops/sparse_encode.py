@@ -19,8 +19,9 @@ autograd's own backward, gathered at the same entries.
 ``SOFTSAE_SPARSE_DECODE`` (read by :func:`sparse_encode_enabled`) switches it with the sparse
 decoder: ``0`` dense decoder and encoder gradient, ``decode`` the sparse decoder with the dense
 encoder gradient, ``1`` both sparse on every device, unset or ``auto`` the sparse decoder
-everywhere and the sparse encoder gradient where it was measured faster (the CPU; on CUDA the
-dense GEMMs stay until a GPU measurement says otherwise, see README "Performance").
+everywhere and the sparse encoder gradient only on the device types in SPARSE_ENCODE_DEVICES,
+where it was measured faster. None yet: on the 2-core CPU the step measurements were
+inconclusive (README "Performance"), and no GPU has measured it (``bench_gpu.py`` does).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from torch import Tensor
 
 from softsae_vision.ops.sparse_decode import SPARSE_DECODE_ENV
 
-SPARSE_ENCODE_DEVICES = ("cpu",)
+SPARSE_ENCODE_DEVICES: tuple[str, ...] = ()
 """Device types where ``auto`` takes the sparse encoder gradient (measured faster there)."""
 
 

@@ -118,8 +118,8 @@ def test_autocast_grads_come_back_in_the_parameter_dtype():
         ("0", False, False),
         ("decode", False, False),
         ("1", True, True),
-        ("auto", True, False),
-        (None, True, False),
+        ("auto", False, False),
+        (None, False, False),
     ],
 )
 def test_switch(monkeypatch, value, cpu, cuda):
