@@ -3,11 +3,15 @@
     python benchmarks/bench_gpu.py [--device auto] [--precision auto] [--skip extract,...]
 
 Sections (each also a benchmark of its own, which this script calls):
-- ``train``: tokens/s of ``train()`` per architecture, from an activation store and from the
-  same rows in memory, and their ratio (bench_store_loader.py --train);
+- ``train``: tokens/s of ``train()`` per architecture, from an activation store (fp16, sent
+  as fp16 and cast on the device) and from the same rows in memory, and their ratio, on two
+  data distributions (gaussian, vit-like) (bench_store_loader.py --train);
 - ``soft_topk``: soft top-k fwd+bwd / hard top-k fwd+bwd on four latent distributions and
   two k ranges, α 1e-3 (bench_soft_topk.py --all);
-- ``step``: SoftSAE step / TopK step, paper and lean estimators (bench_train_step.py);
+- ``step``: SoftSAE step / TopK step, paper and lean estimators, and for TopK, BatchTopK,
+  Matryoshka and SoftSAE's hard phase the step with the dense encoder gradient over the one
+  through the selected latents (bench_train_step.py --encoder-grad: above 1 means the sparse
+  gradient should be the default on this device, see ops/sparse_encode.py);
 - ``extract``: extraction images/s against a bare forward of the same backbone at the same
   batch size (bench_extract.py).
 
@@ -54,17 +58,20 @@ def _train(dev, precision, gpu: bool, quick: bool) -> dict:
         latents, batch = (16384, 8192) if gpu else (4096, 4096)
         if quick:
             d, images, latents, batch = 64, 40, 256, 512
-        write_store(work / "store", images, d, 14)
-        return train_rates(
-            work / "store",
-            ("topk", "softsae", "softsae_lean"),
-            latents=latents,
-            batch_size=batch,
-            steps=20 if gpu else 4,
-            repeats=3 if gpu else 2,
-            device=str(dev),
-            precision=precision,
-        )
+        out = {}
+        for dist in ("gaussian",) if quick else ("gaussian", "vit"):
+            write_store(work / dist, images, d, 14, dist=dist)
+            out[dist] = train_rates(
+                work / dist,
+                ("topk", "softsae", "softsae_lean"),
+                latents=latents,
+                batch_size=batch,
+                steps=20 if gpu else 4,
+                repeats=3 if gpu else 2,
+                device=str(dev),
+                precision=precision,
+            )
+        return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -99,7 +106,15 @@ def _step(dev, precision, gpu: bool, quick: bool) -> list:
     if quick:
         shapes = [(64, 512, 256)]
     return [
-        step_times(d, f, b, repeats=7 if gpu else 3, device=str(dev), precision=precision)
+        step_times(
+            d,
+            f,
+            b,
+            repeats=7 if gpu else 3,
+            device=str(dev),
+            precision=precision,
+            encoder_grad=True,
+        )
         for d, f, b in shapes
     ]
 

@@ -11,8 +11,11 @@ the disk's. Target: >= 50k tokens/s on 2 cores.
 
 ``--train`` measures instead what the loader is for: training from the store against training
 on the same rows held in memory (an in-memory source), tokens/s of whole optimiser steps
-through ``train()`` (read-ahead on), per architecture. Per-step time is taken from two runs of
-N and 2N steps (their difference), so set-up is left out. Target: store >= 0.9x in memory.
+through ``train()`` (read-ahead on), per architecture and per data distribution (``--dist``:
+gaussian; heavy, Student-t tails; vit, a residual stream's large offset, a few outlier
+dimensions and log-normal token norms; zeros, ReLU-like rows with over half exact zeros).
+Per-step time is taken from two runs of N and 2N steps (their difference), so set-up is left
+out. Target: store >= 0.9x in memory.
 """
 
 from __future__ import annotations
@@ -34,8 +37,30 @@ from softsae_vision.data.store import ImageRecord, StoreWriter, new_meta
 from softsae_vision.data.store_source import StoreSource
 from softsae_vision.devices import resolve_device
 
+DISTS = ("gaussian", "heavy", "vit", "zeros")
 
-def write_store(path: Path, n_images: int, d: int, grid: int, seed: int = 0) -> None:
+
+def synthetic_acts(rng: np.random.Generator, shape: tuple[int, ...], dist: str) -> np.ndarray:
+    """float32 activations of one of DISTS (see the module docstring)."""
+    x = rng.standard_normal(shape, dtype=np.float32)
+    if dist == "heavy":
+        x = rng.standard_t(3, size=shape).astype(np.float32)
+    elif dist == "vit":
+        d = shape[-1]
+        offset = np.random.default_rng(1).standard_normal(d).astype(np.float32) * 2
+        offset[:: max(1, d // 4)] *= 25  # a few outlier dimensions, as ViT residuals have
+        norms = rng.lognormal(0.0, 0.5, size=(*shape[:-1], 1)).astype(np.float32)
+        x = x * norms + offset
+    elif dist == "zeros":
+        x = np.maximum(x - 0.3, 0)  # about 62 % exact zeros
+    elif dist != "gaussian":
+        raise ValueError(f"unknown distribution {dist!r}; use one of {', '.join(DISTS)}")
+    return np.clip(x, -6e4, 6e4)  # inside fp16's range
+
+
+def write_store(
+    path: Path, n_images: int, d: int, grid: int, seed: int = 0, dist: str = "gaussian"
+) -> None:
     """A store of random fp16 activations, one layer (11), written 256 images at a time."""
     layout = TokenLayout(n_cls=1, n_reg=0, grid=(grid, grid))
     paths = [f"/synthetic/{i:06d}.jpg" for i in range(n_images)]
@@ -53,7 +78,7 @@ def write_store(path: Path, n_images: int, d: int, grid: int, seed: int = 0) -> 
     rng = np.random.default_rng(seed)
     for start in range(0, n_images, 256):
         stop = min(start + 256, n_images)
-        acts = rng.standard_normal((stop - start, layout.n_tokens, d), dtype=np.float32)
+        acts = synthetic_acts(rng, (stop - start, layout.n_tokens, d), dist)
         records = [ImageRecord(paths[i], "ok", i, 224, 224) for i in range(start, stop)]
         writer.write(records, {11: acts.astype(np.float16)})
     writer.finalize()
@@ -132,24 +157,28 @@ def main() -> None:
     ap.add_argument("--latents", type=int, default=4096)
     ap.add_argument("--steps", type=int, default=8, help="with --train: N (runs N and 2N)")
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--dist", default="gaussian", help=f"with --train: some of {','.join(DISTS)}")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     work = Path(tempfile.mkdtemp(prefix="bench_store_"))
     try:
-        write_store(work / "store", args.images, args.d, args.grid)
         if args.train:
-            rates = train_rates(
-                work / "store",
-                tuple(args.arch.split(",")),
-                args.latents,
-                32,
-                args.batch_size,
-                args.steps,
-                args.repeats,
-                args.device,
-                args.precision,
-            )
+            rates = {}
+            for dist in args.dist.split(","):
+                write_store(work / dist, args.images, args.d, args.grid, dist=dist)
+                rates[dist] = train_rates(
+                    work / dist,
+                    tuple(args.arch.split(",")),
+                    args.latents,
+                    32,
+                    args.batch_size,
+                    args.steps,
+                    args.repeats,
+                    args.device,
+                    args.precision,
+                )
+                shutil.rmtree(work / dist, ignore_errors=True)
             emit_json(
                 {
                     "benchmark": "store_to_train",
@@ -159,11 +188,12 @@ def main() -> None:
                     "latents": args.latents,
                     "batch_size": args.batch_size,
                     "threads": args.threads,
-                    "archs": rates,
+                    "dists": rates,
                     "target_ratio": 0.9,
                 }
             )
             return
+        write_store(work / "store", args.images, args.d, args.grid)
         source = StoreSource(work / "store", layer=11, tokens="patch")
         starts = itertools.count(0, args.batches)
 

@@ -1,35 +1,47 @@
 """One SoftSAE training step against one TopK step at the same (d, F, B).
 
     python benchmarks/bench_train_step.py [--d 512 --latents 4096 --batch 2048 --k 32]
-        [--device cpu|cuda] [--precision auto|fp32|tf32|bf16]
+        [--device cpu|cuda] [--precision auto|fp32|tf32|bf16] [--k-signal gain|soft|batch]
+        [--encoder-grad]
 
 Times full optimiser steps (forward, losses, backward, decoder projection, clipping, Adam,
 renormalisation) through the real Trainer, interleaved and median of repeats, for TopK,
 SoftSAE with the paper's k estimator and SoftSAE with the lean one, all in the soft phase
 (the expensive one: soft top-k plus the estimator's backward). On CUDA each timed step ends
 with a synchronisation. Prints one JSON object.
+
+``--encoder-grad`` also times, in the same interleaved rounds, the steps whose encoder
+gradient can go through the selected latents only (TopK, BatchTopK, Matryoshka, SoftSAE's hard
+phase) with ``SOFTSAE_SPARSE_DECODE=1`` (sparse decoder and encoder gradient) against
+``decode`` (sparse decoder, dense encoder gradient), and reports dense / sparse per
+architecture (above 1: the sparse gradient is faster).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+from collections.abc import Callable
 
 import torch
 from _common import emit_json, time_interleaved
 
 from softsae_vision.data.synthetic import SyntheticSparseData
 from softsae_vision.devices import resolve_device
-from softsae_vision.sae import SoftSAE, TopKSAE
+from softsae_vision.ops.sparse_decode import SPARSE_DECODE_ENV
+from softsae_vision.sae import BatchTopKSAE, MatryoshkaSAE, SoftSAE, TopKSAE
 from softsae_vision.training import TrainConfig
 from softsae_vision.training.trainer import Trainer
 
 
-def make_trainer(sae, x_ND, alpha: float, steps: int, device, precision: str) -> Trainer:
+def make_trainer(
+    sae, x_ND, alpha: float, steps: int, device, precision: str, hard: bool = False
+) -> Trainer:
     cfg = TrainConfig(
         steps=10**6,
         batch_size=len(x_ND),
-        hard_frac=0.0,
+        hard_frac=1.0 if hard else 0.0,
         k_anneal_frac=0.0,
         alpha=alpha,
         device=str(device),
@@ -44,6 +56,29 @@ def make_trainer(sae, x_ND, alpha: float, steps: int, device, precision: str) ->
     return trainer
 
 
+def _with_env(value: str | None, fn: Callable[[], object]) -> Callable[[], object]:
+    """fn run with SOFTSAE_SPARSE_DECODE set to ``value`` (None: left as it is)."""
+    if value is None:
+        return fn
+
+    def run() -> object:
+        old = os.environ.get(SPARSE_DECODE_ENV)
+        os.environ[SPARSE_DECODE_ENV] = value
+        try:
+            return fn()
+        finally:
+            if old is None:
+                os.environ.pop(SPARSE_DECODE_ENV, None)
+            else:
+                os.environ[SPARSE_DECODE_ENV] = old
+
+    return run
+
+
+ENCODER_GRAD_ARCHS = ("topk", "batchtopk", "matryoshka", "softsae_hard")
+"""The steps whose encoder gradient can go through the selected latents only."""
+
+
 def step_times(
     d: int,
     latents: int,
@@ -54,35 +89,64 @@ def step_times(
     warm_steps: int = 5,
     device: str = "cpu",
     precision: str = "auto",
+    k_signal: str = "gain",
+    encoder_grad: bool = False,
 ) -> dict:
-    """Median ms per step of TopK, SoftSAE (paper) and SoftSAE (lean), and their ratios."""
+    """Median ms per step of TopK, SoftSAE (paper) and SoftSAE (lean), and their ratios.
+
+    With ``encoder_grad`` also each of ENCODER_GRAD_ARCHS with the dense and the sparse
+    encoder gradient, timed in the same rounds.
+    """
     dev = resolve_device(device)
     gen = SyntheticSparseData(d=d, n_atoms=4 * d, min_active=4, max_active=64)
     x_ND = gen.generate(batch, seed=1)[0].to(dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    saes = {
-        "topk": TopKSAE(d, latents, k=k),
-        "softsae_paper": SoftSAE(d, latents, k=k),
-        "softsae_lean": SoftSAE(d, latents, k=k, estimator="lean"),
+    makers: dict[str, Callable[[], object]] = {
+        "topk": lambda: TopKSAE(d, latents, k=k),
+        "softsae_paper": lambda: SoftSAE(d, latents, k=k, k_signal=k_signal),
+        "softsae_lean": lambda: SoftSAE(d, latents, k=k, estimator="lean", k_signal=k_signal),
     }
-    trainers = {
-        name: make_trainer(sae, x_ND, alpha, warm_steps, dev, precision)
-        for name, sae in saes.items()
+    runs: dict[str, tuple[Callable[[], object], bool, str | None]] = {
+        name: (make, False, None) for name, make in makers.items()
     }
+    if encoder_grad:
+        extra: dict[str, Callable[[], object]] = {
+            "topk": makers["topk"],
+            "batchtopk": lambda: BatchTopKSAE(d, latents, k=k),
+            "matryoshka": lambda: MatryoshkaSAE(d, latents, k=k),
+            "softsae_hard": lambda: SoftSAE(d, latents, k=k, estimator="lean"),
+        }
+        for name, make in extra.items():
+            for mode, env in (("dense", "decode"), ("sparse", "1")):
+                runs[f"{name}/{mode}_encoder_grad"] = (make, name == "softsae_hard", env)
+    trainers = {}
+    for name, (make, hard, env) in runs.items():
+        build = lambda m=make, h=hard: make_trainer(m(), x_ND, alpha, warm_steps, dev, precision, h)  # noqa: E731
+        trainers[name] = (_with_env(env, build)(), env)
 
-    def timed(t: Trainer):
-        return lambda: (t.train_step(x_ND), sync())
+    def timed(t: Trainer, env: str | None):
+        return _with_env(env, lambda: (t.train_step(x_ND), sync()))
 
     times = time_interleaved(
-        {name: timed(t) for name, t in trainers.items()}, repeats=repeats, warmup=1
+        {name: timed(t, env) for name, (t, env) in trainers.items()}, repeats=repeats, warmup=1
     )
-    return {
+    result = {
         "shape": {"d": d, "latents": latents, "batch": batch, "k": k},
-        "precision": trainers["topk"].precision,
+        "precision": trainers["topk"][0].precision,
+        "k_signal": k_signal,
+        "sparse_decode_env": os.environ.get(SPARSE_DECODE_ENV, "auto"),
         "ms": {name: round(1000 * t, 2) for name, t in times.items()},
         "ratio_softsae_paper_over_topk": round(times["softsae_paper"] / times["topk"], 3),
         "ratio_softsae_lean_over_topk": round(times["softsae_lean"] / times["topk"], 3),
     }
+    if encoder_grad:
+        result["encoder_grad_dense_over_sparse"] = {
+            name: round(
+                times[f"{name}/dense_encoder_grad"] / times[f"{name}/sparse_encoder_grad"], 3
+            )
+            for name in ENCODER_GRAD_ARCHS
+        }
+    return result
 
 
 def main() -> None:
@@ -97,6 +161,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "tf32", "bf16"))
+    ap.add_argument("--k-signal", default="gain", choices=("gain", "soft", "batch"))
+    ap.add_argument(
+        "--encoder-grad", action="store_true", help="also dense vs sparse encoder gradient"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     result = step_times(
@@ -109,6 +177,8 @@ def main() -> None:
         args.warm_steps,
         args.device,
         args.precision,
+        args.k_signal,
+        args.encoder_grad,
     )
     emit_json(
         {

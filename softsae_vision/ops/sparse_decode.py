@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops._soft_topk_sparse import SelectedCodes
 
 SPARSE_DECODE_ENV = "SOFTSAE_SPARSE_DECODE"
@@ -77,4 +78,6 @@ def decode_selected(codes: SelectedCodes, W_FD: Tensor) -> Tensor:
         dtype = _compute_dtype(W_FD)
         rest_BD = codes.rest.to(dtype) @ W_FD.to(dtype)
         out_BD = rest_BD if out_BD is None else out_BD + rest_BD
+    if out_BD is None:
+        raise SoftSAEError("SelectedCodes holds nothing")
     return out_BD

@@ -29,6 +29,7 @@ from softsae_vision._io import atomic_write, write_bytes_atomic, write_json_atom
 from softsae_vision._version import __version__
 from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops.sparse_decode import dense_decode, sparse_decode, sparse_decode_enabled
+from softsae_vision.ops.sparse_encode import SparseEncoding, sparse_encode_enabled
 
 SCHEMA_VERSION = 1
 WEIGHTS_FILE = "sae.safetensors"
@@ -76,6 +77,7 @@ class TrainOutput:
     recon_loss: Tensor | None = None  # set when the architecture defines its own (Matryoshka)
     extra_losses: dict[str, Tensor] = field(default_factory=dict)  # already weighted
     k_hat: Tensor | None = None  # (B,) float32
+    encoding: SparseEncoding | None = None  # set when pre_acts is detached (sparse gradient)
 
 
 class BaseSAE(nn.Module):
@@ -133,6 +135,12 @@ class BaseSAE(nn.Module):
     def pre_acts(self, xn_BD: Tensor) -> Tensor:
         """z = ReLU((x̃ − b_dec) W_encᵀ + b_enc), shape (B, F)."""
         return torch.relu(torch.addmm(self.b_enc, xn_BD - self.b_dec, self.W_enc.t()))
+
+    def sparse_encoding(self, xn_BD: Tensor) -> SparseEncoding | None:
+        """z without gradient, read with a gradient through the selected latents; None: off."""
+        if not sparse_encode_enabled(xn_BD.device):
+            return None
+        return SparseEncoding(xn_BD, self.W_enc, self.b_enc, self.b_dec)
 
     def decode_normalized(self, codes_BF: Tensor) -> Tensor:
         return torch.addmm(self.b_dec, codes_BF, self.W_dec)

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from softsae_vision.ops import batch_group, hard_topk
 from softsae_vision.ops.sparse_decode import sparse_decode, sparse_decode_enabled
+from softsae_vision.ops.sparse_encode import SparseEncoding
 from softsae_vision.sae.base import BaseSAE, StepContext, TrainOutput, register_sae
 from softsae_vision.sae.topk import check_k
 
@@ -108,7 +109,17 @@ class BatchTopKSAE(BaseSAE):
         codes_BF = vals_N.new_zeros(sel.codes.shape).index_put((rows_N, sel.cols), vals_N)
         return self.decode_normalized(codes_BF)
 
+    def selected_values(self, sel: BatchSelection, enc: SparseEncoding | None) -> Tensor:
+        """The kept values (N,), read through ``enc`` (a sparse encoder gradient) if given."""
+        if enc is None:
+            return sel.vals
+        at_N = torch.arange(len(sel.cols), device=sel.cols.device)
+        rows_N = torch.searchsorted(sel.offsets, at_N, right=True) - 1
+        return enc.gather_flat(rows_N, sel.cols)
+
     def train_output(self, xn_BD: Tensor, ctx: StepContext) -> TrainOutput:
-        z_BF = self.pre_acts(xn_BD)
+        enc = self.sparse_encoding(xn_BD)
+        z_BF = self.pre_acts(xn_BD) if enc is None else enc.z_BF
         sel = self.train_selection(z_BF)
-        return TrainOutput(self.decode_selection(sel), sel.codes, z_BF)
+        x_hat_BD = self.decode_selection(sel, self.selected_values(sel, enc))
+        return TrainOutput(x_hat_BD, sel.codes, z_BF, encoding=enc)

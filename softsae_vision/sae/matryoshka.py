@@ -51,14 +51,16 @@ class MatryoshkaSAE(BatchTopKSAE):
         return {**super().hparams(), "group_fractions": list(self.group_fractions)}
 
     def train_output(self, xn_BD: Tensor, ctx: StepContext) -> TrainOutput:
-        z_BF = self.pre_acts(xn_BD)
+        enc = self.sparse_encoding(xn_BD)  # on only with the sparse decoder (same switch)
+        z_BF = self.pre_acts(xn_BD) if enc is None else enc.z_BF
         sel = self.train_selection(z_BF)
         codes_BF = sel.codes
         if sparse_decode_enabled():  # each group's kept entries, gathered (the rest weigh 0)
             ends = torch.tensor(self.group_sizes, device=z_BF.device).cumsum(0)
             group_N = torch.bucketize(sel.cols, ends, right=True)
+            vals_N = self.selected_values(sel, enc)
             partials = [
-                sparse_decode(sel.cols, sel.vals * (group_N == g), self.W_dec, sel.offsets)
+                sparse_decode(sel.cols, vals_N * (group_N == g), self.W_dec, sel.offsets)
                 for g in range(len(self.group_sizes))
             ]
         else:
@@ -72,4 +74,6 @@ class MatryoshkaSAE(BatchTopKSAE):
             ]
         prefix_GBD = torch.stack(partials).cumsum(0) + self.b_dec  # (groups, B, d)
         prefix_losses_G = (prefix_GBD - xn_BD).pow(2).sum(-1).mean(-1)
-        return TrainOutput(prefix_GBD[-1], codes_BF, z_BF, recon_loss=prefix_losses_G.mean())
+        return TrainOutput(
+            prefix_GBD[-1], codes_BF, z_BF, recon_loss=prefix_losses_G.mean(), encoding=enc
+        )

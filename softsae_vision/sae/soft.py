@@ -263,13 +263,16 @@ class SoftSAE(BaseSAE):
         return SAEOutput(x_hat_BD, codes_BF, k_hat_B)
 
     def train_output(self, xn_BD: Tensor, ctx: StepContext) -> TrainOutput:
-        z_BF = self.pre_acts(xn_BD)
+        enc = self.sparse_encoding(xn_BD) if ctx.phase == "hard" else None
+        z_BF = self.pre_acts(xn_BD) if enc is None else enc.z_BF
         if ctx.phase == "hard":
             with torch.no_grad():
                 k_hat_B = self.predict_k_normalized(xn_BD, z_BF)
             codes_BF, idx_BK, vals_BK = self.hard_select_sparse(z_BF, k_hat_B)
+            if enc is not None:  # the encoder's gradient through the kept latents only
+                vals_BK = torch.where(vals_BK != 0, enc.gather(idx_BK), 0)
             x_hat_BD = self.decode_sparse_normalized(idx_BK, vals_BK)
-            return TrainOutput(x_hat_BD, codes_BF, z_BF, k_hat=k_hat_B)
+            return TrainOutput(x_hat_BD, codes_BF, z_BF, k_hat=k_hat_B, encoding=enc)
         if self.k_signal != "soft":
             return self._train_output_target(xn_BD, z_BF, ctx)
         k_hat_B = self.predict_k_normalized(xn_BD, z_BF)

@@ -7,7 +7,7 @@ from torch import Tensor
 from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops import hard_topk
 from softsae_vision.ops.hard_topk import hard_topk_sparse
-from softsae_vision.sae.base import BaseSAE, register_sae
+from softsae_vision.sae.base import BaseSAE, StepContext, TrainOutput, register_sae
 
 
 def check_k(k: float, n_latents: int) -> None:
@@ -36,3 +36,11 @@ class TopKSAE(BaseSAE):
 
     def select_sparse(self, z_BF: Tensor, xn_BD: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return hard_topk_sparse(z_BF, self.k, validate=False)
+
+    def train_output(self, xn_BD: Tensor, ctx: StepContext) -> TrainOutput:
+        enc = self.sparse_encoding(xn_BD)  # the encoder's gradient through the K kept latents
+        if enc is None:
+            return super().train_output(xn_BD, ctx)
+        codes_BF, idx_BK, _ = self.select_sparse(enc.z_BF, xn_BD)
+        x_hat_BD = self.decode_sparse_normalized(idx_BK, enc.gather(idx_BK))
+        return TrainOutput(x_hat_BD, codes_BF, enc.z_BF, encoding=enc)

@@ -17,7 +17,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ def source_stream(source: Any, batch_size: int, seed: int, start: int) -> Iterat
     """The source's batches from ``start``, in storage dtype when it offers ``raw_batches``."""
     raw = getattr(source, "raw_batches", None)
     if callable(raw):
-        return raw(batch_size, seed, start)
+        return cast(Iterator[Any], raw(batch_size, seed, start))
     return source.batches(batch_size, seed, start)
 
 
@@ -63,6 +63,10 @@ class Prefetcher:
 
     def _prepare(self, batch: Any) -> torch.Tensor:
         """Host-side work: a tensor, fp32 when training on the CPU, pinned for CUDA."""
+        if self._on_host and isinstance(batch, np.ndarray):
+            # numpy's cast runs in this thread alone; torch's would start a second intra-op
+            # thread pool here, competing with the training thread's for the same cores.
+            return torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         t = _as_tensor(batch)
         if self._on_host:
             return t.float()

@@ -204,7 +204,9 @@ class Trainer:
             recon = out.recon_loss.float() if out.recon_loss is not None else mse
             dead_F = self.since_fired_F >= self.dead_threshold
             if use_aux:
-                aux = auxk_loss(xn_BD - x_hat_BD, out.pre_acts, dead_F, sae.W_dec, self.k_aux)
+                aux = auxk_loss(
+                    xn_BD - x_hat_BD, out.pre_acts, dead_F, sae.W_dec, self.k_aux, out.encoding
+                )
                 aux = aux.float()
             else:
                 aux = mse.new_zeros(())

@@ -159,3 +159,25 @@ def test_missing_token_type_and_missing_store(tmp_path):
         StoreSource(tmp_path / "noreg", tokens="register")
     with pytest.raises(SoftSAEError, match="no such activation store"):
         StoreSource(tmp_path / "absent")
+
+
+@pytest.mark.parametrize("start", [0, 3])
+def test_raw_batches_are_the_same_stream_in_the_store_dtype(store_path, start):
+    source = StoreSource(store_path, layer=3, tokens="all", buffer_rows=50, block_bytes=200)
+    raw = list(itertools.islice(source.raw_batches(32, seed=5, start=start), 6))
+    cast = list(itertools.islice(source.batches(32, seed=5, start=start), 6))
+    assert all(r.dtype == np.float16 and r.shape == (32, 4) for r in raw)
+    for r, c in zip(raw, cast, strict=True):
+        assert c.dtype == torch.float32
+        assert torch.equal(torch.from_numpy(r).float(), c)
+
+
+def test_a_damaged_window_names_the_images_that_hold_nan(store_path):
+    source = StoreSource(store_path, layer=3, tokens="patch", block_bytes=200)
+    damaged = np.array(source._array)  # a copy: the store's file stays intact
+    damaged[20, 5, 1] = np.nan
+    source._array = damaged
+    with pytest.raises(SoftSAEError, match=r"NaN or infinite values in images (\d+)-(\d+)") as err:
+        next(source.raw_batches(8, seed=0))
+    first, last = (int(v) for v in err.value.args[0].split("images ")[1].split(";")[0].split("-"))
+    assert first <= 20 <= last and last - first < 10
