@@ -61,7 +61,7 @@ class KMaps:
 
 def resolve_quantity(sae: BaseSAE, quantity: str = "auto") -> str:
     """ "k_hat" for a SoftSAE, "l0" otherwise; validates an explicit choice."""
-    has_k = hasattr(sae, "predict_k")
+    has_k = sae.predicts_k
     if quantity == "auto":
         return K_HAT if has_k else L0
     if quantity not in QUANTITY_LABELS:

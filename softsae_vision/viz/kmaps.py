@@ -154,8 +154,7 @@ def _save(result: KMapsResult, name: str, fig) -> None:
 
 
 def _target_k(pairing: Pairing) -> float | None:
-    k = getattr(pairing.sae, "k", None)
-    return float(k) if k is not None else None
+    return pairing.sae.target_l0
 
 
 def _write_csv(path: Path, kmaps: KMaps, views: ImageViews) -> Path:
