@@ -272,6 +272,10 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
 def build(dirs: dict[Package, Path], out: Path, licenses: Path) -> int:
     """Write every asset into ``out`` and the licence table to ``licenses``; return total bytes."""
     out.mkdir(parents=True, exist_ok=True)
@@ -288,7 +292,7 @@ def build(dirs: dict[Package, Path], out: Path, licenses: Path) -> int:
         log.info("%s <- %s%s, %dx%d", asset.name, src.filename, crop, *image.size)
         rows.append(table_row(asset, modification(src, asset.box, cropped_size, image.size)))
     text = licenses_text(rows)
-    write_atomic(licenses, lambda p: p.write_text(text, encoding="utf-8"))
+    write_atomic(licenses, lambda p: _write_text(p, text))
     stray = sorted({p.name for p in out.iterdir()} - {a.name for a in ASSETS})
     if stray:
         log.warning("%s also holds files this script does not make: %s", out, ", ".join(stray))

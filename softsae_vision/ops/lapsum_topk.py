@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -142,8 +143,11 @@ class _SoftTopK(torch.autograd.Function):
         return forward_output(x_BF, plan, alpha, x_BF.dtype)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_p_BF: Tensor):
+    @torch.autograd.function.once_differentiable  # (its stub makes ctx positional-only)
+    def backward(  # pyright: ignore[reportIncompatibleMethodOverride]
+        ctx: Any, *grad_outputs: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        (grad_p_BF,) = grad_outputs
         (x_BF,) = ctx.saved_tensors
         need_x = ctx.needs_input_grad[0]
         grad_x, grad_k = backward_grads(x_BF, ctx.plan, ctx.alpha, grad_p_BF, need_x)

@@ -15,6 +15,7 @@ decoder can gather through the candidates (ops/sparse_decode.py).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -63,8 +64,11 @@ class _CandidateWeights(torch.autograd.Function):
         return candidate_weights(t_RM, x_BF.dtype)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_w_RM: Tensor):
+    @torch.autograd.function.once_differentiable  # (its stub makes ctx positional-only)
+    def backward(  # pyright: ignore[reportIncompatibleMethodOverride]
+        ctx: Any, *grad_outputs: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        (grad_w_RM,) = grad_outputs
         idx_RM, t_RM = ctx.saved_tensors
         need_x, need_k = ctx.needs_input_grad[:2]
         rows_R, dev = ctx.rows_R, grad_w_RM.device
@@ -77,7 +81,7 @@ class _CandidateWeights(torch.autograd.Function):
             else:
                 grad_k = torch.zeros(k_shape, dtype=k_dtype, device=dev)
                 grad_k.index_copy_(0, rows_R, gk_R.to(k_dtype))
-        if need_x:
+        if need_x and gx_RM is not None:
             x_shape, x_dtype = ctx.x_meta
             grad_x = torch.zeros(x_shape, dtype=x_dtype, device=dev)
             if rows_R is None:
@@ -105,7 +109,7 @@ def soft_topk_codes(
         raise SoftSAEError("soft_topk_product: z must be a (B, F) tensor")
     x_BF, k_B, alpha = prepare(z if selection_grad else z.detach(), k, alpha, validate)
     plan = make_plan(x_BF, k_B, alpha, k_max)
-    out = SelectedCodes(tuple(z.shape))
+    out = SelectedCodes((z.shape[0], z.shape[1]))
     if plan.fixed is not None:
         fx = plan.fixed
         dense_only = Plan(fixed=FixedRows(fx.idx[:, :0], fx.t[:, :0], fx.dense, fx.ref, fx.u))

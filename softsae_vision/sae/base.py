@@ -97,6 +97,9 @@ class TrainOutput:
 class BaseSAE(nn.Module):
     """Shared parameters, normalisation and I/O; subclasses define latent selection."""
 
+    norm_mean: Tensor  # (d,) buffer
+    norm_scale: Tensor  # () buffer
+
     architecture: ClassVar[str] = "base"
     config_class: ClassVar[type[SAEConfig]] = SAEConfig
     """The architecture's hyperparameters: fields named as constructor arguments and attributes."""
@@ -388,7 +391,8 @@ def _check_config(config: dict[str, Any], config_path: Path) -> tuple[str, int, 
         value = config.get(key)
         if key not in config:
             raise SoftSAEError(f"{config_path} is not an SAE config (no {key!r}); {fix}")
-        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 1):
+        too_small = isinstance(value, int) and value < 1
+        if not isinstance(value, kind) or isinstance(value, bool) or too_small:
             raise SoftSAEError(f"{config_path}: {key!r} must be {words}, got {value!r}; {fix}")
     hparams = config.get("hparams", {})
     if not isinstance(hparams, dict):

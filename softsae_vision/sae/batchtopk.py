@@ -55,6 +55,7 @@ class BatchTopKSAE(BaseSAE):
     """Batch-level top-K in training; a learned global threshold at inference."""
 
     config_class = BatchTopKConfig
+    threshold: Tensor  # () buffer; < 0 until estimated
 
     def __init__(
         self,

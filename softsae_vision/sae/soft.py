@@ -70,6 +70,7 @@ class SoftSAE(BaseSAE):
     """
 
     config_class = SoftSAEConfig
+    k_calibration: Tensor  # () buffer: the k̂ logit offset fitted by ``calibrate``
     predicts_k = True
     calibrates_k = True
     # Runs saved before these hyperparameters existed were trained with these values.
@@ -120,18 +121,17 @@ class SoftSAE(BaseSAE):
         self.estimator_lr_scale = float(estimator_lr_scale)
         with torch.random.fork_rng(devices=[]):  # the seed, not the global generator, decides
             torch.manual_seed((0 if seed is None else seed) + 1)
-            self.k_estimator = nn.Sequential(
-                nn.Linear(d_est, hidden), nn.ReLU(), nn.Linear(hidden, 1)
-            )
+            first, last = nn.Linear(d_est, hidden), nn.Linear(hidden, 1)
+            self.k_estimator = nn.Sequential(first, nn.ReLU(), last)
         with torch.no_grad():
             if estimator == "paper":
                 # Hidden units start as the SAE's own pre-activations (a copy of W_enc).
                 rows = torch.arange(hidden) % n_latents
-                self.k_estimator[0].weight.copy_(self.W_enc[rows])
-                self.k_estimator[0].bias.zero_()
+                first.weight.copy_(self.W_enc[rows])
+                first.bias.zero_()
             # A tiny output layer makes σ ≈ 1/2, so k̂ ≈ k_max / 2 at the start.
-            self.k_estimator[2].weight.mul_(1e-2)
-            self.k_estimator[2].bias.zero_()
+            last.weight.mul_(1e-2)
+            last.bias.zero_()
         self.register_buffer("k_calibration", torch.zeros(()))
 
     @property

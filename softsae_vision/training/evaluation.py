@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -56,7 +57,9 @@ class _Accumulator:
         if k_hat_B is not None:
             self.k_hats.append(k_hat_B.float().cpu())
 
-    def result(self) -> dict[str, float]:
+    def result(self) -> dict[str, Any]:
+        if self.sum_x is None:
+            raise SoftSAEError("no evaluation data")
         total_var = self.sum_sq_norm - self.sum_x.pow(2).sum().item() / self.n
         counts = self.l0_hist.double()
         values = torch.arange(len(counts), dtype=torch.float64)
@@ -130,7 +133,7 @@ def evaluate(
         )
     if pooled.n == 0:
         raise SoftSAEError("no evaluation data")
-    result = pooled.result()
+    result: dict[str, Any] = pooled.result()
     if set(groups) != {"all"}:
         result["groups"] = {name: acc.result() for name, acc in groups.items()}
     return result
