@@ -1,7 +1,48 @@
 """softsae_vision: SoftSAE sparse autoencoders for vision transformers."""
 
+from typing import TYPE_CHECKING
+
 from softsae_vision._version import __version__
 from softsae_vision.errors import SoftSAEError
+
+if TYPE_CHECKING:  # what IDEs and type checkers see; at run time __getattr__ imports on first use
+    from softsae_vision.analysis import (
+        KMaps,
+        TopActivations,
+        complexity_measures,
+        correlate,
+        pair,
+        patch_complexity,
+        top_activations,
+    )
+    from softsae_vision.backbones import load_backbone
+    from softsae_vision.data.store import open_store
+    from softsae_vision.data.store_source import StoreSource
+    from softsae_vision.maps import feature_maps, k_maps, model_views, overlay
+    from softsae_vision.ops import hard_topk, soft_topk
+    from softsae_vision.sae import (
+        BaseSAE,
+        BatchTopKSAE,
+        MatryoshkaSAE,
+        ReLUSAE,
+        SAEOutput,
+        SoftSAE,
+        TopKSAE,
+        load_sae,
+    )
+    from softsae_vision.training import TrainConfig, evaluate, train
+    from softsae_vision.viz import (
+        build_report,
+        render_complexity_scatter,
+        render_feature,
+        render_feature_index,
+        render_kmap,
+        render_kmap_grid,
+        save_figure,
+        write_complexity,
+        write_features,
+        write_kmaps,
+    )
 
 # Every other name loads on first use, so that `softsae --help` and argument errors answer
 # without importing torch (and extraction's timm/open_clip, rendering's matplotlib).
@@ -55,7 +96,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     if name in _LAZY:
         import importlib
 
@@ -63,4 +104,46 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'softsae_vision' has no attribute {name!r}")
 
 
-__all__ = [*_LAZY, "SoftSAEError", "__version__"]
+# Spelled out (not built from _LAZY) so that type checkers can read it; tests/test_api.py checks
+# that it, _LAZY and the TYPE_CHECKING imports name the same things.
+__all__ = [
+    "BaseSAE",
+    "BatchTopKSAE",
+    "KMaps",
+    "MatryoshkaSAE",
+    "ReLUSAE",
+    "SAEOutput",
+    "SoftSAE",
+    "SoftSAEError",
+    "StoreSource",
+    "TopActivations",
+    "TopKSAE",
+    "TrainConfig",
+    "__version__",
+    "build_report",
+    "complexity_measures",
+    "correlate",
+    "evaluate",
+    "feature_maps",
+    "hard_topk",
+    "k_maps",
+    "load_backbone",
+    "load_sae",
+    "model_views",
+    "open_store",
+    "overlay",
+    "pair",
+    "patch_complexity",
+    "render_complexity_scatter",
+    "render_feature",
+    "render_feature_index",
+    "render_kmap",
+    "render_kmap_grid",
+    "save_figure",
+    "soft_topk",
+    "top_activations",
+    "train",
+    "write_complexity",
+    "write_features",
+    "write_kmaps",
+]

@@ -117,9 +117,15 @@ def k_maps(
     sae: BaseSAE, backbone: Backbone, images: Images, layer: Layer, **kwargs: Any
 ) -> NDArray[np.float32]: ...
 @overload
-def k_maps(sae: BaseSAE, backbone: Store, layer: Layer, **kwargs: Any) -> KMaps: ...
+def k_maps(sae: BaseSAE, backbone: Store, layer: Layer, /, **kwargs: Any) -> KMaps: ...
 @torch.no_grad()
-def k_maps(sae, backbone, images=None, layer=None, **kwargs):
+def k_maps(
+    sae: BaseSAE,
+    backbone: Backbone | Store,
+    images: Images | Layer = None,
+    layer: Layer | None = None,
+    **kwargs: Any,
+) -> NDArray[np.float32] | KMaps:
     """Per-patch k (N, h, w) of your images: k̂ for a SoftSAE, realised L0 otherwise.
 
     Given a :class:`~softsae_vision.data.store.Store` instead of a backbone, this is

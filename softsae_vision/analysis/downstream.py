@@ -52,22 +52,29 @@ class Classifier:
     backbone: Backbone
     kind: str  # "zero-shot" (open_clip) or "classifier" (timm)
     class_names: list[str] | None = None
-    # unit-norm class text embeddings (zero-shot)
-    text_emb_CE: torch.Tensor | None = None  # noqa: N815
+    # unit-norm text embeddings (zero-shot), one row per class name (V) of width E
+    text_emb_VE: torch.Tensor | None = None  # noqa: N815
     logit_scale: float = 1.0
+
+    @property
+    def text_emb_CE(self) -> torch.Tensor | None:  # noqa: N802
+        """Deprecated name of :attr:`text_emb_VE` (classes are V in the shape key)."""
+        return self.text_emb_VE
 
     @torch.inference_mode()
     def logits(self, x_BCHW: torch.Tensor, replace_embed: Replace | None = None) -> torch.Tensor:
-        """Class logits (B, C) in float64; ``replace_embed`` maps the pooled embedding first."""
-        model = self.backbone.model
+        """Class logits (B, V) in float64; ``replace_embed`` maps the pooled embedding first."""
+        model: Any = self.backbone.model  # a timm classifier or a CLIP tower, duck-typed
         x_BCHW = x_BCHW.to(self.backbone.device)
         if self.kind == "zero-shot":
+            if self.text_emb_VE is None:
+                raise SoftSAEError("a zero-shot Classifier needs text_emb_VE (class embeddings)")
             emb_BE = model(x_BCHW)
             emb_BE = emb_BE[0] if isinstance(emb_BE, tuple) else emb_BE
             if replace_embed is not None:
                 emb_BE = replace_embed(emb_BE)
             emb_BE = torch.nn.functional.normalize(emb_BE.float(), dim=-1)
-            return (self.logit_scale * emb_BE @ self.text_emb_CE.T).double()
+            return (self.logit_scale * emb_BE @ self.text_emb_VE.T).double()
         pre_BE = model.forward_head(model.forward_features(x_BCHW), pre_logits=True)
         if replace_embed is not None:
             pre_BE = replace_embed(pre_BE)
@@ -103,7 +110,14 @@ def load_classifier(
 
 
 def _load_clip(
-    arch, tag, class_names, pretrained, checkpoint, device, prompt, image_size
+    arch: str,
+    tag: str | None,
+    class_names: list[str] | None,
+    pretrained: bool,
+    checkpoint: str | os.PathLike[str] | None,
+    device: str,
+    prompt: str,
+    image_size: int | None,
 ) -> Classifier:
     """An open_clip model whose text tower embeds one prompt per class."""
     import open_clip
@@ -125,7 +139,7 @@ def _load_clip(
     if arch not in open_clip.list_models():
         raise SoftSAEError(f"open_clip has no architecture named {arch!r}")
     label = f"open_clip/{arch}"
-    size = {"force_image_size": image_size} if image_size else {}
+    size: dict[str, Any] = {"force_image_size": image_size} if image_size else {}
     if checkpoint is not None:
         weights = checkpoint_id(checkpoint)
         model = load_checkpoint_or_fail(
@@ -149,32 +163,32 @@ def _load_clip(
             lambda: open_clip.create_model(arch, pretrained=None, load_weights=False, **size)
         )
     dev = resolve_device(device)
-    model = model.eval().requires_grad_(False).to(dev)
+    model: Any = model.eval().requires_grad_(False).to(dev)  # a CLIP (text and image towers)
     tokenizer = open_clip.get_tokenizer(arch)
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(class_names), TEXT_BATCH):
             text = tokenizer([prompt.format(c) for c in class_names[start : start + TEXT_BATCH]])
             chunks.append(model.encode_text(text.to(dev)).float())
-    text_emb_CE = torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
+    text_emb_VE = torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
     scale = float(model.logit_scale.exp()) if hasattr(model, "logit_scale") else 100.0
     backbone = OpenClipBackbone(model.visual, label, weights, dev)
-    return Classifier(backbone, "zero-shot", list(class_names), text_emb_CE, scale)
+    return Classifier(backbone, "zero-shot", list(class_names), text_emb_VE, scale)
 
 
 def logit_metrics(
-    orig_NC: torch.Tensor, other_NC: torch.Tensor, labels_N: torch.Tensor | None
+    orig_NV: torch.Tensor, other_NV: torch.Tensor, labels_N: torch.Tensor | None
 ) -> dict[str, float]:
     """KL(orig ‖ other), top-1 agreement, and accuracy and loss of ``other`` when labelled."""
-    logp_orig = torch.log_softmax(orig_NC, -1)
-    logp = torch.log_softmax(other_NC, -1)
+    logp_orig = torch.log_softmax(orig_NV, -1)
+    logp = torch.log_softmax(other_NV, -1)
     out = {
         "kl": float((logp_orig.exp() * (logp_orig - logp)).sum(-1).mean()),
-        "top1_agreement": float((orig_NC.argmax(-1) == other_NC.argmax(-1)).double().mean()),
+        "top1_agreement": float((orig_NV.argmax(-1) == other_NV.argmax(-1)).double().mean()),
     }
     if labels_N is not None:
-        out["accuracy"] = float((other_NC.argmax(-1) == labels_N).double().mean())
-        out["loss"] = float(torch.nn.functional.cross_entropy(other_NC, labels_N))
+        out["accuracy"] = float((other_NV.argmax(-1) == labels_N).double().mean())
+        out["loss"] = float(torch.nn.functional.cross_entropy(other_NV, labels_N))
     return out
 
 
@@ -193,7 +207,7 @@ def splice_logits(
     tokens: str,
     batch_size: int = 32,
 ) -> tuple[dict[str, torch.Tensor], list[int]]:
-    """Logits of each mode (orig, sae, mean_ablation), each (N, C), and the images read."""
+    """Logits of each mode (orig, sae, mean_ablation), each (N, V), and the images read."""
     backbone = clf.backbone
     sae = sae.to(backbone.device).eval()
     mean_D = sae.norm_mean.detach()
@@ -212,7 +226,7 @@ def splice_logits(
         kept += idx
         logits["orig"].append(clf.logits(x_BCHW).cpu())
         for mode, replace in replacements.items():
-            if layer == EMBED:
+            if positions is None:  # the embed layer
                 logits[mode].append(clf.logits(x_BCHW, replace).cpu())
             else:
                 with spliced_block(backbone, int(layer), positions, replace):
@@ -275,6 +289,7 @@ def run_downstream(
     logits, kept = splice_logits(sae, clf, found, layer, tokens, batch_size)
     labels = None
     if clf.kind == "zero-shot":
+        assert found.labels is not None  # zero-shot needs class names; they come with labels
         labels = torch.tensor([found.labels[i] for i in kept])
     result: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,

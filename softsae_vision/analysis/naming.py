@@ -128,13 +128,15 @@ def name_features(
         "prompt": prompt,
     }
     if is_embed:
-        if sae.d_in != clip.text_emb_CE.shape[1]:
+        text_emb_VD = clip.text_emb_VE  # one row per vocabulary word
+        assert text_emb_VD is not None  # an open_clip classifier embeds its class names
+        if sae.d_in != text_emb_VD.shape[1]:
             raise SoftSAEError(
                 f"the SAE reads d={sae.d_in} but {model}'s embeddings have "
-                f"d={clip.text_emb_CE.shape[1]}; pass the CLIP model the SAE was trained on"
+                f"d={text_emb_VD.shape[1]}; pass the CLIP model the SAE was trained on"
             )
         result["method"] = TEXT_METHOD
-        result["features"] = name_by_text(sae.W_dec, clip.text_emb_CE, words)
+        result["features"] = name_by_text(sae.W_dec, text_emb_VD, words)
         return result
     if store is None:
         raise SoftSAEError(

@@ -36,7 +36,9 @@ class LabelledImages:
     class_names: list[str] | None = None
 
 
-def read_images(images: str | os.PathLike, classes: str | os.PathLike | None = None):
+def read_images(
+    images: str | os.PathLike[str], classes: str | os.PathLike[str] | None = None
+) -> LabelledImages:
     """Images of ``images``: labelled by ``classes`` (a CSV of path,label), by sub-folder, or not.
 
     In the CSV, relative paths are relative to ``images``; a first row ``path,label`` is a
@@ -52,10 +54,11 @@ def read_images(images: str | os.PathLike, classes: str | os.PathLike | None = N
     if not root.is_dir():
         return LabelledImages(paths)
     base = root.resolve()
-    folders = [
-        p.relative_to(base).parts[0] if len(p.relative_to(base).parts) > 1 else None for p in paths
-    ]
-    if any(f is None for f in folders) or len(set(folders)) < 2:
+    parts = [p.relative_to(base).parts for p in paths]
+    if any(len(path_parts) < 2 for path_parts in parts):
+        return LabelledImages(paths)
+    folders = [path_parts[0] for path_parts in parts]
+    if len(set(folders)) < 2:
         return LabelledImages(paths)
     names = sorted(set(folders))
     index = {name: i for i, name in enumerate(names)}
@@ -107,9 +110,9 @@ def spliced_block(
         out = output[0] if isinstance(output, tuple) else output
         acts_BTD = backbone._block_output(out)  # a view: (B, T, d) whatever the block's layout
         new_BTD = acts_BTD.clone()
-        sel_BPD = new_BTD[:, positions]
-        b, p, d = sel_BPD.shape
-        new_BTD[:, positions] = replace(sel_BPD.reshape(b * p, d)).reshape(b, p, d).to(out.dtype)
+        sel_BTD = new_BTD[:, positions]  # only the token positions spliced
+        b, t, d = sel_BTD.shape
+        new_BTD[:, positions] = replace(sel_BTD.reshape(b * t, d)).reshape(b, t, d).to(out.dtype)
         new = new_BTD if acts_BTD is out else new_BTD.transpose(0, 1)  # back to (T, B, d)
         return (new, *output[1:]) if isinstance(output, tuple) else new
 

@@ -1,19 +1,21 @@
 """Per-feature top-activating images in one streaming pass over a store.
 
-For every feature we keep the N images where it fires most strongly — an image's score is the
-feature's largest activation over the scanned tokens, remembered with that token's position —
-plus how often it fires and how strongly on average. Memory is O(N x F) whatever the store's
-size: each chunk of images is encoded, reduced to a per-image maximum (B, F), and merged into
-the running top-N by ``torch.topk`` over the concatenated candidates. No codes matrix for the
-whole store ever exists; heat maps are recomputed later for the few images that are drawn
-(:func:`feature_maps`).
+For every feature we keep the S images (slots) where it fires most strongly — an image's score
+is the feature's largest activation over the scanned tokens, remembered with that token's
+position — plus how often it fires and how strongly on average. Memory is O(S x F) whatever
+the store's size: each chunk of images is encoded, reduced to a per-image maximum (B, F), and
+merged into the running top-S by ``torch.topk`` over the concatenated candidates. No codes
+matrix for the whole store ever exists; heat maps are recomputed later for the few images that
+are drawn (:func:`feature_maps`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,11 +29,11 @@ from softsae_vision.sae.base import BaseSAE, atomic_write
 
 @dataclass
 class TopActivations:
-    """Top-N images per feature and per-feature firing statistics."""
+    """Top-S images per feature (S slots) and per-feature firing statistics."""
 
-    scores: np.ndarray  # (F, N) float32, descending; 0 in empty slots
-    images: np.ndarray  # (F, N) int64 store rows; -1 in empty slots (fewer than N firing)
-    tokens: np.ndarray  # (F, N) int64 token positions (store token axis); -1 if empty
+    scores: np.ndarray  # (F, S) float32, descending; 0 in empty slots
+    images: np.ndarray  # (F, S) int64 store rows; -1 in empty slots (fewer than S firing)
+    tokens: np.ndarray  # (F, S) int64 token positions (store token axis); -1 if empty
     frequency: np.ndarray  # (F,) fraction of scanned tokens with a non-zero code
     mean_activation: np.ndarray  # (F,) mean code over the tokens where the feature fires
     n_tokens: int  # tokens scanned
@@ -61,7 +63,8 @@ class TopActivations:
 
         def write(tmp: str) -> None:
             with open(tmp, "wb") as f:
-                np.savez(f, **{k: np.asarray(v) for k, v in vars(self).items()})
+                arrays: dict[str, Any] = {k: np.asarray(v) for k, v in vars(self).items()}
+                np.savez(f, **arrays)
 
         atomic_write(path, write)
         return path
@@ -102,9 +105,9 @@ def top_activations(
     pos_T = torch.from_numpy(positions)
     n_lat = sae.n_latents
     chunk_images = chunk_images or images_per_chunk(len(positions), n_lat)
-    best_NF = torch.full((0, n_lat), -torch.inf)
-    best_img_NF = torch.zeros((0, n_lat), dtype=torch.long)
-    best_tok_NF = torch.zeros((0, n_lat), dtype=torch.long)
+    best_SF = torch.full((0, n_lat), -torch.inf)
+    best_img_SF = torch.zeros((0, n_lat), dtype=torch.long)
+    best_tok_SF = torch.zeros((0, n_lat), dtype=torch.long)
     fired_F = torch.zeros(n_lat, dtype=torch.float64)
     total_F = torch.zeros(n_lat, dtype=torch.float64)
     n_tokens = n_images = 0
@@ -117,23 +120,24 @@ def top_activations(
         total_F += codes_BTF.sum((0, 1), dtype=torch.float64)
         n_tokens, n_images = n_tokens + b * t, n_images + b
         peak_BF, arg_BF = codes_BTF.max(dim=1)
-        cand_NF = torch.cat([best_NF, peak_BF])
-        cand_img = torch.cat(
-            [best_img_NF, torch.from_numpy(rows_B).long()[:, None].expand(b, n_lat)]
+        # M = S + B candidates: the slots so far and this chunk's images
+        cand_MF = torch.cat([best_SF, peak_BF])
+        cand_img_MF = torch.cat(
+            [best_img_SF, torch.from_numpy(rows_B).long()[:, None].expand(b, n_lat)]
         )
-        cand_tok = torch.cat([best_tok_NF, pos_T[arg_BF]])
-        keep = min(n_top, len(cand_NF))
-        best_NF, idx_NF = torch.topk(cand_NF, keep, dim=0)
-        best_img_NF = cand_img.gather(0, idx_NF)
-        best_tok_NF = cand_tok.gather(0, idx_NF)
+        cand_tok_MF = torch.cat([best_tok_SF, pos_T[arg_BF]])
+        keep = min(n_top, len(cand_MF))
+        best_SF, idx_SF = torch.topk(cand_MF, keep, dim=0)
+        best_img_SF = cand_img_MF.gather(0, idx_SF)
+        best_tok_SF = cand_tok_MF.gather(0, idx_SF)
     if n_images == 0:
         raise SoftSAEError(f"{store.path} has no images to scan")
-    empty = ~(best_NF > 0)
-    pad = n_top - best_NF.shape[0]  # fewer images than n_top: pad with empty slots
-    scores = torch.nn.functional.pad(best_NF.masked_fill(empty, 0.0), (0, 0, 0, pad)).T
-    images = torch.nn.functional.pad(best_img_NF.masked_fill(empty, -1), (0, 0, 0, pad), value=-1).T
+    empty = ~(best_SF > 0)
+    pad = n_top - best_SF.shape[0]  # fewer images than n_top: pad with empty slots
+    scores = torch.nn.functional.pad(best_SF.masked_fill(empty, 0.0), (0, 0, 0, pad)).T
+    images = torch.nn.functional.pad(best_img_SF.masked_fill(empty, -1), (0, 0, 0, pad), value=-1).T
     tokens_ = torch.nn.functional.pad(
-        best_tok_NF.masked_fill(empty, -1), (0, 0, 0, pad), value=-1
+        best_tok_SF.masked_fill(empty, -1), (0, 0, 0, pad), value=-1
     ).T
     return TopActivations(
         scores=scores.contiguous().numpy().astype(np.float32),
@@ -152,8 +156,8 @@ def feature_maps(
     sae: BaseSAE,
     store: Store,
     layer: int | str,
-    rows: np.ndarray,
-    features: np.ndarray,
+    rows: Sequence[int] | np.ndarray,
+    features: Sequence[int] | np.ndarray,
     positions: np.ndarray,
     device: str = "cpu",
 ) -> np.ndarray:

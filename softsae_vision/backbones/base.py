@@ -147,7 +147,7 @@ class Backbone(ABC):
         layer has every token of :attr:`layout` and ``"embed"`` has T = 1.
         """
         wanted = [self.resolve_layer(layer) for layer in layers]
-        block_ids = sorted({layer for layer in wanted if layer != EMBED})
+        block_ids = sorted({layer for layer in wanted if isinstance(layer, int)})
         need_embed = EMBED in wanted
         last = block_ids[-1] if block_ids else -1
         captured: dict[Layer, torch.Tensor] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -16,8 +17,22 @@ from softsae_vision.backbones.base import Backbone
 from softsae_vision.devices import resolve_device
 from softsae_vision.errors import SoftSAEError
 
-Loader = Callable[..., Backbone]
-"""``loader(model, tag, pretrained, checkpoint, device, image_size) -> Backbone``."""
+
+class Loader(Protocol):
+    """Builds one library's backbone: ``loader(model, tag, pretrained=..., ...) -> Backbone``."""
+
+    def __call__(
+        self,
+        model: str,
+        tag: str | None,
+        /,
+        *,
+        pretrained: bool,
+        checkpoint: str | os.PathLike[str] | None,
+        device: torch.device,
+        image_size: int | None,
+    ) -> Backbone: ...
+
 
 _LOADERS: dict[str, Loader] = {}
 _TAG_SEPARATORS: dict[str, str] = {}
@@ -79,7 +94,7 @@ def parse_backbone_name(name: str) -> BackboneName:
 def load_backbone(
     name: str,
     pretrained: bool = True,
-    checkpoint: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
     image_size: int | None = None,
 ) -> Backbone:
@@ -129,14 +144,32 @@ def _check_patch_multiple(backbone: Backbone, image_size: int) -> None:
 
 # The bundled adapters, imported lazily: timm and open_clip are slow to import.
 @register_backbone_library("timm", tag_separator=".")
-def _load_timm(*args: object, **kwargs: object) -> Backbone:
+def _load_timm(
+    model: str,
+    tag: str | None,
+    /,
+    *,
+    pretrained: bool,
+    checkpoint: str | os.PathLike[str] | None,
+    device: torch.device,
+    image_size: int | None,
+) -> Backbone:
     from softsae_vision.backbones.timm_backbone import load_timm
 
-    return load_timm(*args, **kwargs)
+    return load_timm(model, tag, pretrained, checkpoint, device, image_size)
 
 
 @register_backbone_library("open_clip", tag_separator=":")
-def _load_open_clip(*args: object, **kwargs: object) -> Backbone:
+def _load_open_clip(
+    model: str,
+    tag: str | None,
+    /,
+    *,
+    pretrained: bool,
+    checkpoint: str | os.PathLike[str] | None,
+    device: torch.device,
+    image_size: int | None,
+) -> Backbone:
     from softsae_vision.backbones.open_clip_backbone import load_open_clip
 
-    return load_open_clip(*args, **kwargs)
+    return load_open_clip(model, tag, pretrained, checkpoint, device, image_size)

@@ -20,6 +20,10 @@ from torchvision.transforms import InterpolationMode
 
 from softsae_vision.errors import SoftSAEError
 
+_PIL_TF: Any = TF
+"""torchvision's functional transforms, for PIL images: they annotate ``img`` as a Tensor but
+document and handle PIL images, the path both source libraries' eval transforms take."""
+
 RESIZE_MODES = ("shortest", "longest", "squash")
 """shortest: scale the short side to cover the target, keep aspect ratio (then centre crop);
 longest: scale the long side to fit inside the target, keep aspect ratio (then crop or pad);
@@ -68,17 +72,19 @@ class Preprocess:
         interp = _INTERPOLATIONS[self.interpolation]
         target_h, target_w = self.resize_size
         if self.resize_mode == "squash":
-            image = TF.resize(image, [target_h, target_w], interpolation=interp)
+            image = _PIL_TF.resize(image, [target_h, target_w], interpolation=interp)
         elif self.resize_mode == "shortest" and target_h == target_w:
             # torchvision's shortest-edge rule (it truncates the long side), as both libraries use.
-            image = TF.resize(image, target_h, interpolation=interp)
+            image = _PIL_TF.resize(image, target_h, interpolation=interp)
         else:
             w, h = image.size
             ratio_h, ratio_w = h / target_h, w / target_w
             ratio = (
                 max(ratio_h, ratio_w) if self.resize_mode == "longest" else min(ratio_h, ratio_w)
             )
-            image = TF.resize(image, [round(h / ratio), round(w / ratio)], interpolation=interp)
+            image = _PIL_TF.resize(
+                image, [round(h / ratio), round(w / ratio)], interpolation=interp
+            )
         return _center_crop_or_pad(image, self.crop_size, self.fill)
 
     def normalize(self, view: Image.Image) -> torch.Tensor:
@@ -97,7 +103,8 @@ class Preprocess:
     def from_dict(cls, d: dict[str, Any]) -> Preprocess:
         """Rebuild from :meth:`to_dict` output (e.g. a store's meta.json)."""
         tuples = ("resize_size", "crop_size", "mean", "std", "fill")
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})
+        fields: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in d.items()}
+        return cls(**fields)
 
     @classmethod
     def timm_style(
@@ -116,15 +123,19 @@ class Preprocess:
             raise SoftSAEError(
                 f"timm crop_mode {crop_mode!r} is not supported; use center or squash"
             )
-        fill = tuple(round(255 * v) for v in mean) if crop_mode == "border" else (0, 0, 0)
+        mean_r, mean_g, mean_b = (float(v) for v in mean)
+        std_r, std_g, std_b = (float(v) for v in std)
+        fill_r, fill_g, fill_b = (
+            (round(255 * v) for v in mean) if crop_mode == "border" else (0, 0, 0)
+        )
         return cls(
             resize_size=resize,
-            crop_size=tuple(input_size),
+            crop_size=(int(input_size[0]), int(input_size[1])),
             resize_mode=modes[crop_mode],
             interpolation=interpolation,
-            mean=tuple(float(v) for v in mean),
-            std=tuple(float(v) for v in std),
-            fill=fill,
+            mean=(mean_r, mean_g, mean_b),
+            std=(std_r, std_g, std_b),
+            fill=(fill_r, fill_g, fill_b),
         )
 
 
@@ -137,7 +148,7 @@ def _center_crop_or_pad(
     if crop_w > w or crop_h > h:
         pad_l, pad_t = max(crop_w - w, 0) // 2, max(crop_h - h, 0) // 2
         pad_r, pad_b = (max(crop_w - w, 0) + 1) // 2, (max(crop_h - h, 0) + 1) // 2
-        image = TF.pad(image, [pad_l, pad_t, pad_r, pad_b], fill=fill)
+        image = _PIL_TF.pad(image, [pad_l, pad_t, pad_r, pad_b], fill=fill)
         w, h = image.size
     top, left = int(round((h - crop_h) / 2.0)), int(round((w - crop_w) / 2.0))
-    return TF.crop(image, top, left, crop_h, crop_w)
+    return _PIL_TF.crop(image, top, left, crop_h, crop_w)

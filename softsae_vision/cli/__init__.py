@@ -18,6 +18,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from softsae_vision._version import __version__
 from softsae_vision.errors import SoftSAEError
@@ -65,8 +66,8 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: {shown})" if text else f"default: {shown}"
 
 
-def _available_modules() -> dict[str, object]:
-    modules = {}
+def _available_modules() -> dict[str, ModuleType]:
+    modules: dict[str, ModuleType] = {}
     for name, module_name in SUBCOMMANDS.items():
         try:
             modules[name] = importlib.import_module(f"softsae_vision.cli.{module_name}")

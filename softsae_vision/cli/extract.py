@@ -145,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         decode=args.decode,
     )
     store = result.store
+    assert store is not None, "extract() without max_chunks runs to the end"
     if os.environ.get("RANK", "0") != "0":
         return 0 if store.n_images else 2  # rank 0 reports
     skipped = [r for r in store.images if not r.ok]

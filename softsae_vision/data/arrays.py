@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -13,10 +13,25 @@ import torch
 from softsae_vision.errors import SoftSAEError
 
 
+class RowArray(Protocol):
+    """A 2-D array of rows (N, d) read by index: an ndarray, a memory map, or a lazy reader."""
+
+    @property
+    def ndim(self) -> int: ...
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+    def __len__(self) -> int: ...
+    def __getitem__(self, idx: slice | np.ndarray, /) -> np.ndarray: ...
+
+
 class ArraySource:
     """Rows of a 2-D array, reshuffled every epoch; batch b is a pure function of (seed, b)."""
 
-    def __init__(self, array: np.ndarray | torch.Tensor, description: dict[str, Any] | None = None):
+    array: RowArray
+
+    def __init__(self, array: RowArray | torch.Tensor, description: dict[str, Any] | None = None):
         if isinstance(array, torch.Tensor):
             array = array.detach().cpu().numpy()
         if array.ndim != 2:

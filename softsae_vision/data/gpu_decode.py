@@ -84,11 +84,11 @@ def decode_jpegs(data: list[torch.Tensor], device: torch.device) -> list[torch.T
         out: list[torch.Tensor | Exception] = []
         for item in data:
             try:
-                out.append(
-                    decode_jpeg(
-                        item, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True
-                    )
+                image = decode_jpeg(
+                    item, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True
                 )
+                assert isinstance(image, torch.Tensor)  # one tensor in, one out
+                out.append(image)
             except RuntimeError as err:
                 out.append(err)
         return out

@@ -241,25 +241,31 @@ class ImageDataset(torch.utils.data.Dataset):
 
 def collate_images(items: list[LoadedImage]) -> ImageBatch:
     """Stack the decoded images; keep the failures as (index -> reason)."""
-    ok = [it for it in items if it.pixels is not None]
+    ok = [
+        (it.index, it.pixels, it.size)
+        for it in items
+        if it.pixels is not None and it.size is not None
+    ]
+    sizes = {index: size for index, _, size in ok}
+    errors = {it.index: it.error for it in items if it.error is not None}
     encoded = {it.index: it.data for it in items if it.data is not None}
     if encoded:
         return ImageBatch(
             indices=[it.index for it in items],
             pixels=torch.empty(0),
             ok=[],
-            sizes={it.index: it.size for it in ok},
-            errors={it.index: it.error for it in items if it.error is not None},
+            sizes=sizes,
+            errors=errors,
             encoded=encoded,
-            cpu_pixels={it.index: it.pixels for it in ok},
+            cpu_pixels={index: pixels_CHW for index, pixels_CHW, _ in ok},
         )
-    pixels = torch.stack([it.pixels for it in ok]) if ok else torch.empty(0)
+    pixels = torch.stack([pixels_CHW for _, pixels_CHW, _ in ok]) if ok else torch.empty(0)
     return ImageBatch(
         indices=[it.index for it in items],
         pixels=pixels,
-        ok=[it.index for it in ok],
-        sizes={it.index: it.size for it in ok},
-        errors={it.index: it.error for it in items if it.error is not None},
+        ok=[index for index, _, _ in ok],
+        sizes=sizes,
+        errors=errors,
     )
 
 

@@ -181,7 +181,7 @@ def read_shard_table(path: Path, meta: dict[str, Any]) -> dict[str, list[Shard]]
                 raise damaged(table_path, f"layer {key}: bad shard file name {name!r}")
             if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
                 raise damaged(table_path, f"layer {key}: shard {name} has bad row count {rows!r}")
-            file = path / name
+            file = path / folder / base
             check_npy_file(file, (rows, entry["n_tokens"], entry["d"]), dtype)
             shards.append((file, rows))
         total = sum(rows for _, rows in shards)

@@ -164,7 +164,7 @@ class ImageRecord:
 
     def to_json(self) -> str:
         """One ``images.jsonl`` line (without the newline); undecodable names stay lossless."""
-        d = {"path": self.path, "status": self.status}
+        d: dict[str, str | int | None] = {"path": self.path, "status": self.status}
         if self.ok:
             d.update(row=self.row, width=self.width, height=self.height)
         return json_dumps(d)

@@ -54,7 +54,7 @@ class WandbSink:
     """A Weights & Biases run (project from ``WANDB_PROJECT``, default ``softsae-vision``)."""
 
     def __init__(self, run_dir: str | os.PathLike | None, config: Mapping[str, Any]) -> None:
-        import wandb
+        import wandb  # pyright: ignore[reportMissingImports] - optional, not a dependency
 
         self.wandb = wandb
         self.run = wandb.init(

@@ -86,10 +86,15 @@ def render_feature(summary: FeatureSummary, examples: Sequence[FeatureExample]):
     for idx, ex in enumerate(examples):
         row, col = divmod(idx, n_cols)
         if with_maps:
+            map_hw = ex.map_hw
+            if map_hw is None:
+                raise SoftSAEError(
+                    f"feature {summary.feature}: give every example a heat map, or none"
+                )
             top, bottom = grid.axes[2 * row, col], grid.axes[2 * row + 1, col]
-            mappable = draw_overlay(top, ex.image, ex.map_hw, limits, ACTIVATION_CMAP)
-            context = zoom_context(ex.map_hw.shape)
-            crop, box = zoom_crop(ex.image, ex.map_hw.shape, strongest_patch(ex.map_hw), context)
+            mappable = draw_overlay(top, ex.image, map_hw, limits, ACTIVATION_CMAP)
+            context = zoom_context(map_hw.shape)
+            crop, box = zoom_crop(ex.image, map_hw.shape, strongest_patch(map_hw), context)
             show_image(bottom, crop)
             outline_box(bottom, box)
             used += [top, bottom]
@@ -150,7 +155,8 @@ def spotlight(image_HW3: NDArray, map_hw: NDArray, peak: float) -> NDArray[np.ui
     """The image dimmed where the feature is silent, its heat map blended where it fires."""
     limits = Limits(0.0, peak if peak > 0 else 1.0)
     blended = blend_heatmap(image_HW3, map_hw, limits, ACTIVATION_CMAP, top=0.7)
-    on_HW = blend_heatmap(np.zeros_like(image_HW3), map_hw, limits, ACTIVATION_CMAP).any(-1)
+    on_HW3 = blend_heatmap(np.zeros_like(image_HW3), map_hw, limits, ACTIVATION_CMAP)
+    on_HW = on_HW3.max(axis=-1) > 0
     dim = np.where(on_HW[..., None], 1.0, 0.45)
     return np.round(blended * dim).astype(np.uint8)
 

@@ -26,14 +26,18 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import matplotlib
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
+from matplotlib.rcsetup import cycler
 
 from softsae_vision.errors import SoftSAEError
 from softsae_vision.sae.base import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 ACTIVATION_CMAP = "inferno"
 """Feature activations over an image (dark = silent, bright = strong)."""
@@ -77,7 +81,7 @@ KNOWN_FORMATS = (PNG, PDF, "svg")
 # Embedding fonts in PDFs logs every subsetting step at INFO; that is noise for our users.
 logging.getLogger("fontTools").setLevel(logging.WARNING)
 
-STYLE: dict[str, Any] = {
+STYLE: dict[RcKeyType, Any] = {
     "font.family": "DejaVu Sans",
     "font.size": 9,
     "axes.titlesize": 9,
@@ -88,7 +92,7 @@ STYLE: dict[str, Any] = {
     "figure.titlesize": 10,
     "axes.spines.top": False,
     "axes.spines.right": False,
-    "axes.prop_cycle": matplotlib.cycler(color=list(LINE_COLOURS)),
+    "axes.prop_cycle": cycler(color=list(LINE_COLOURS)),
     "image.cmap": DENSITY_CMAP,
     "figure.dpi": 100,
     "savefig.dpi": PNG_DPI,

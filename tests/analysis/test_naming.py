@@ -44,7 +44,7 @@ def test_name_by_text_finds_planted_atoms():
 def test_embed_sae_named_by_its_text_atoms(setup, tmp_path):
     root, name, vocab = setup
     clip = load_classifier(name, WORDS, pretrained=False, prompt="{}")
-    text = clip.text_emb_CE
+    text = clip.text_emb_VE
     sae = identity_sae(16, torch.zeros(16))  # 32 latents; plant words in the first three
     order = [3, 1, 4]
     with torch.no_grad():

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from torch import Tensor
 
 from softsae_vision.errors import SoftSAEError
 from softsae_vision.sae.base import SAE_REGISTRY, BaseSAE
+
+
+class CoreWeights(TypedDict):
+    """The four tensors every SAE has, in our convention; importers pass them as ``**core``."""
+
+    W_enc_FD: Tensor
+    b_enc_F: Tensor
+    W_dec_FD: Tensor
+    b_dec_D: Tensor
 
 
 def build_native(

@@ -21,7 +21,7 @@ import torch
 
 from softsae_vision.errors import SoftSAEError
 from softsae_vision.sae.base import BaseSAE
-from softsae_vision.sae.importers._build import build_native, tensors_of
+from softsae_vision.sae.importers._build import CoreWeights, build_native, tensors_of
 
 CORE = ["encoder.weight", "encoder.bias", "decoder.weight", "b_dec"]
 KINDS = ("softsae", "topk", "batchtopk")
@@ -78,12 +78,11 @@ def load(path: Path, kind: str | None = None) -> tuple[BaseSAE, dict[str, Any]]:
     if kind not in KINDS:
         raise SoftSAEError(f"unknown dictionary_learning kind {kind!r}; use one of {KINDS}")
     w = tensors_of(state, CORE, str(path))
-    common = dict(
+    common = CoreWeights(
         W_enc_FD=w["encoder.weight"],
         b_enc_F=w["encoder.bias"],
         W_dec_FD=w["decoder.weight"].t(),
         b_dec_D=w["b_dec"],
-        source=str(path),
     )
     k = int(torch.as_tensor(state.get("k", 0)))
     info: dict[str, Any] = {"format": f"dictionary_learning:{kind}", "path": str(path)}
@@ -92,14 +91,20 @@ def load(path: Path, kind: str | None = None) -> tuple[BaseSAE, dict[str, Any]]:
     if k <= 0:
         raise SoftSAEError(f"{path} has no positive k buffer; it is not a TopK SAE file")
     if kind == "topk":
-        return build_native("topk", hparams={"k": k}, **common), info
+        return build_native("topk", hparams={"k": k}, source=str(path), **common), info
     threshold = torch.as_tensor(state.get("threshold", -1.0)).float().reshape(())
-    sae = build_native("batchtopk", hparams={"k": k}, extra={"threshold": threshold}, **common)
+    sae = build_native(
+        "batchtopk",
+        hparams={"k": k},
+        extra={"threshold": threshold},
+        source=str(path),
+        **common,
+    )
     return sae, info
 
 
 def _softsae(
-    path: Path, state: dict[str, Any], common: dict[str, Any], k: int, info: dict[str, Any]
+    path: Path, state: dict[str, Any], common: CoreWeights, k: int, info: dict[str, Any]
 ) -> BaseSAE:
     est = tensors_of(
         state,
@@ -137,5 +142,6 @@ def _softsae(
         norm_mean_D=None if shift is None else torch.as_tensor(shift).float(),
         norm_scale=norm_scale,
         extra=est,
+        source=str(path),
         **common,
     )

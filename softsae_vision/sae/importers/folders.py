@@ -24,7 +24,12 @@ from safetensors.torch import load_file
 
 from softsae_vision.errors import SoftSAEError
 from softsae_vision.sae.base import BaseSAE
-from softsae_vision.sae.importers._build import build_native, fold_input_bias, tensors_of
+from softsae_vision.sae.importers._build import (
+    CoreWeights,
+    build_native,
+    fold_input_bias,
+    tensors_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +72,7 @@ def load_saelens(path: Path) -> tuple[BaseSAE, dict[str, Any]]:
     b_enc = w["b_enc"]
     if not cfg.get("apply_b_dec_to_input", True):
         b_enc = fold_input_bias(W_enc_FD, b_enc, w["b_dec"])
-    common = dict(W_enc_FD=W_enc_FD, b_enc_F=b_enc, W_dec_FD=w["W_dec"], b_dec_D=w["b_dec"])
+    common = CoreWeights(W_enc_FD=W_enc_FD, b_enc_F=b_enc, W_dec_FD=w["W_dec"], b_dec_D=w["b_dec"])
     info: dict[str, Any] = {"format": f"saelens:{arch}", "path": str(folder)}
     info["meta"] = cfg.get("metadata") or cfg.get("meta") or {}
     if arch == "topk":

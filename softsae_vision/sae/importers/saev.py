@@ -22,7 +22,12 @@ import torch
 
 from softsae_vision.errors import SoftSAEError
 from softsae_vision.sae.base import BaseSAE
-from softsae_vision.sae.importers._build import build_native, fold_input_bias, tensors_of
+from softsae_vision.sae.importers._build import (
+    CoreWeights,
+    build_native,
+    fold_input_bias,
+    tensors_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +72,16 @@ def load(path: Path) -> tuple[BaseSAE, dict[str, Any]]:
     act, top_k = activation_of(header)
     w = tensors_of(state, ["W_enc", "b_enc", "W_dec", "b_dec"], str(path))
     W_enc_FD = w["W_enc"].t().contiguous()
-    common = dict(
+    common = CoreWeights(
         W_enc_FD=W_enc_FD,
         b_enc_F=fold_input_bias(W_enc_FD, w["b_enc"], w["b_dec"]),
         W_dec_FD=w["W_dec"],
         b_dec_D=w["b_dec"],
-        source=str(path),
     )
     info = {"format": f"saev:{act}", "path": str(path), "header": header}
     if act == "Relu":
-        return build_native("relu", **common), info
+        return build_native("relu", source=str(path), **common), info
     if act in ("TopK", "BatchTopK"):
         k = int(top_k or 32)
-        return build_native("topk", hparams={"k": k}, **common), info
+        return build_native("topk", hparams={"k": k}, source=str(path), **common), info
     raise SoftSAEError(f"{path}: saev activation {act!r} is not imported (Relu, TopK, BatchTopK)")
