@@ -143,7 +143,7 @@ def compare_runs(
     """Evaluate every run on ``data`` (each on the layer and tokens it was trained on unless
     ``layer``/``tokens`` say otherwise), build fronts, interpolate, and measure seed stability."""
     from softsae_vision.sae.base import load_run
-    from softsae_vision.training.evaluate import evaluate, open_eval_source
+    from softsae_vision.training.evaluation import evaluate, open_eval_source
 
     if not runs:
         raise SoftSAEError("compare needs at least one RUN")

@@ -256,7 +256,7 @@ def run_downstream(
     ``image_size`` overrides the model's input size (use the one the store was extracted at).
     """
     from softsae_vision.sae.base import load_sae
-    from softsae_vision.training.evaluate import run_data_description
+    from softsae_vision.training.evaluation import run_data_description
 
     run_dir = Path(run)
     run_dir = run_dir.parent if run_dir.suffix == ".safetensors" else run_dir

@@ -12,7 +12,6 @@ saw gives numbers without meaning).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -64,7 +63,7 @@ class KMaps:
 
 def resolve_quantity(sae: BaseSAE, quantity: str = "auto") -> str:
     """ "k_hat" for a SoftSAE, "l0" otherwise; validates an explicit choice."""
-    has_k = hasattr(sae, "predict_k")
+    has_k = sae.predicts_k
     if quantity == "auto":
         return K_HAT if has_k else L0
     if quantity not in QUANTITY_LABELS:
@@ -78,18 +77,13 @@ def resolve_quantity(sae: BaseSAE, quantity: str = "auto") -> str:
 
 
 def target_k(sae: BaseSAE) -> float | None:
-    """The SAE's target mean k (its ``k`` hyperparameter), or None if it has none."""
-    k = getattr(sae, "k", None)
-    return float(k) if k is not None else None
-
-
-class _PredictsK(Protocol):
-    def predict_k(self, x_RD: torch.Tensor) -> torch.Tensor: ...
+    """The SAE's target mean k (``target_l0``), or None if it has none."""
+    return sae.target_l0
 
 
 def _token_k(sae: BaseSAE, x_RD: torch.Tensor, quantity: str) -> torch.Tensor:
     if quantity == K_HAT:  # resolve_quantity checked that the SAE predicts k
-        return cast(_PredictsK, sae).predict_k(x_RD)
+        return sae.predict_k(x_RD)
     return (sae.encode(x_RD) != 0).sum(-1).float()
 
 

@@ -106,7 +106,7 @@ def name_features(
     from softsae_vision.analysis.downstream import load_classifier
     from softsae_vision.backbones.registry import parse_backbone_name
     from softsae_vision.sae.base import load_sae
-    from softsae_vision.training.evaluate import run_data_description
+    from softsae_vision.training.evaluation import run_data_description
 
     if parse_backbone_name(model).library != "open_clip":
         raise SoftSAEError(f"--model {model}: naming needs a CLIP model (open_clip/<arch>:<tag>)")

@@ -50,7 +50,7 @@ class Pairing:
 
     @property
     def is_softsae(self) -> bool:
-        return hasattr(self.sae, "predict_k")
+        return self.sae.predicts_k
 
     def has_tokens(self, kind: str) -> bool:
         """Whether the paired layer of the store holds tokens of ``kind``."""

@@ -56,7 +56,7 @@ def member_name(arch: str, k: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from softsae_vision.data.sources import open_source
+    from softsae_vision.data.source import open_source
     from softsae_vision.errors import SoftSAEError
     from softsae_vision.training.sweep import train_many
 

@@ -8,9 +8,10 @@ import logging
 import math
 import os
 
+from softsae_vision.sae_configs import ARCH_CONFIGS
 from softsae_vision.vocab import TOKEN_CHOICES
 
-ARCHES = ("softsae", "topk", "batchtopk", "matryoshka", "relu")
+ARCHES = tuple(ARCH_CONFIGS)
 
 
 # Numeric flags of `train` and the range each must lie in: (low, high, low excluded).
@@ -61,79 +62,26 @@ def add_store_args(p: argparse.ArgumentParser, layer_help: str, tokens_help: str
 
 
 def add_parser(sub, name: str) -> None:
+    from softsae_vision.cli.config_flags import add_config_flags, add_dataclass_flags
+    from softsae_vision.training.config import TrainConfig
+
     p = sub.add_parser(
         name,
         help="train an SAE",
-        description="Train an SAE. DATA is a .npy file of shape (N, d) or a store directory.",
+        description="Train an SAE. DATA is a .npy file of shape (N, d) or a store directory. "
+        "The architecture flags come from the architectures' config dataclasses "
+        "(softsae_vision.sae_configs), the training flags from TrainConfig.",
     )
     p.add_argument("data", metavar="DATA", help=".npy file (N, d) or activation store directory")
     p.add_argument("--out", required=True, metavar="RUN", help="run directory to create")
     p.add_argument("--arch", default="softsae", choices=ARCHES, help="SAE architecture")
-    p.add_argument(
-        "--k", type=float, default=32, help="target mean number of active latents (default 32)"
-    )
     p.add_argument("--n-latents", type=int, default=4096, help="dictionary size F")
-    p.add_argument("--steps", type=int, default=2000, help="optimiser steps")
-    p.add_argument("--batch-size", type=int, default=4096, help="activation vectors per step")
-    p.add_argument("--lr", type=float, default=6e-4, help="peak learning rate")
-    p.add_argument("--seed", type=int, default=0, help="seed for init and data order (0..2³²-1)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=("auto", "fp32", "tf32", "bf16"),
-        help="auto (bf16 autocast on CUDA, fp32 elsewhere), fp32, tf32 (CUDA) or bf16",
-    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=250,
-        help="steps between resumable checkpoints (Ctrl-C also writes one)",
-    )
     add_store_args(
         p,
         layer_help="store layer: block index or 'embed' (default: the store's only layer)",
         tokens_help="store token type to train on (default: patch, or embed for the embed layer)",
     )
-    soft = p.add_argument_group("SoftSAE")
-    soft.add_argument("--k-max", type=float, default=None, help="largest k̂ (default 4·k)")
-    soft.add_argument(
-        "--estimator",
-        default="paper",
-        choices=("paper", "lean", "gains", "loggains"),
-        help="k estimator: 'paper' (MLP on the input, width n_latents; default), 'lean' (small "
-        "MLP on the encoder's pre-activations), 'gains' / 'loggains' (small MLP on the SAE's own "
-        "marginal gains: shares of the input's energy / their logs)",
-    )
-    soft.add_argument(
-        "--estimator-hidden",
-        type=int,
-        default=None,
-        help="k-estimator hidden width (default: n_latents for paper, 64 otherwise)",
-    )
-    soft.add_argument(
-        "--k-signal",
-        default="gain",
-        choices=("gain", "soft", "batch"),
-        help="how k̂ learns: 'gain' (regressed on the batch's marginal-gain allocation of the "
-        "budget; default), 'soft' (the paper's gradient through the soft top-k and a hinge on "
-        "the batch mean), 'batch' (regressed on BatchTopK's allocation of the activations)",
-    )
-    soft.add_argument(
-        "--selection-grad",
-        action="store_true",
-        help="let the soft top-k weights' gradient reach the latents (the paper's setting)",
-    )
-    soft.add_argument("--alpha", type=float, default=1e-4, help="final soft top-k temperature")
-    soft.add_argument(
-        "--alpha-start",
-        type=float,
-        default=None,
-        help="anneal α from this value (default: no annealing)",
-    )
-    soft.add_argument("--hard-frac", type=float, default=0.15, help="final hard-top-k fraction")
-    p.add_argument("--l1-coeff", type=float, default=5e-3, help="L1 weight (relu arch)")
     p.add_argument(
         "--no-progress",
         action="store_true",
@@ -149,32 +97,19 @@ def add_parser(sub, name: str) -> None:
         help="also send the metrics.jsonl lines to TensorBoard (RUN/tensorboard) or Weights & "
         "Biases; repeat for both (off by default; needs the package)",
     )
+    add_config_flags(p, ARCH_CONFIGS)
+    add_dataclass_flags(p.add_argument_group("training (TrainConfig)"), TrainConfig)
     p.set_defaults(run=run)
 
 
 def build_sae(args: argparse.Namespace, d_in: int):
-    """Construct the requested architecture from CLI arguments."""
+    """Construct the requested architecture from CLI arguments (its config from the flags)."""
+    from softsae_vision.cli.config_flags import config_from_args
     from softsae_vision.sae import SAE_REGISTRY
 
-    kwargs: dict = {"seed": args.seed}
-    if args.arch == "softsae":
-        kwargs.update(
-            k=args.k,
-            k_max=args.k_max,
-            estimator=args.estimator,
-            estimator_hidden=args.estimator_hidden,
-            k_signal=args.k_signal,
-            selection_grad=args.selection_grad,
-        )
-    elif args.arch == "relu":
-        kwargs.update(l1_coeff=args.l1_coeff)
-    else:
-        if args.k != int(args.k):
-            from softsae_vision.errors import SoftSAEError
-
-            raise SoftSAEError(f"--arch {args.arch} needs an integer --k, got {args.k}")
-        kwargs.update(k=int(args.k))
-    return SAE_REGISTRY[args.arch](d_in, args.n_latents, **kwargs)
+    cls = SAE_REGISTRY[args.arch]
+    config = config_from_args(cls.config_class, args, owner=f"--arch {args.arch}")
+    return cls.from_config(d_in, args.n_latents, config, seed=args.seed)
 
 
 # Final-batch metrics worth a summary line, and the architectures they apply to (None: all).
@@ -224,20 +159,10 @@ def format_summary(arch: str, out: str, result, fields: dict) -> str:
 
 def build_config(args: argparse.Namespace):
     """The TrainConfig the CLI flags describe (shared by train and sweep)."""
+    from softsae_vision.cli.config_flags import config_from_args
     from softsae_vision.training import TrainConfig
 
-    return TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        device=args.device,
-        precision=args.precision,
-        alpha=args.alpha,
-        alpha_start=args.alpha_start,
-        hard_frac=args.hard_frac,
-        checkpoint_every=args.checkpoint_every,
-    )
+    return config_from_args(TrainConfig, args, owner="TrainConfig")
 
 
 def quiet_unless_main_rank() -> bool:
@@ -250,7 +175,7 @@ def quiet_unless_main_rank() -> bool:
 
 def run(args: argparse.Namespace) -> int:
     check_numbers(args, NUMBER_RULES)
-    from softsae_vision.data.sources import open_source
+    from softsae_vision.data.source import open_source
     from softsae_vision.training import train
 
     main_rank = quiet_unless_main_rank()

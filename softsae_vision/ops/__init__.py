@@ -1,6 +1,28 @@
-"""Selection operators: LapSum soft top-k (training) and per-row hard top-k (inference)."""
+"""Selection operators, each module named for what it holds.
 
-from softsae_vision.ops.hard_topk import hard_topk
-from softsae_vision.ops.soft_topk import soft_topk, soft_topk_reference
+- ``lapsum_topk``: :func:`soft_topk`, the LapSum soft top-k (training), and its bisection
+  oracle :func:`soft_topk_reference`.
+- ``soft_codes``: :func:`soft_topk_codes` / :func:`soft_topk_product`, the SoftSAE's soft codes
+  z ⊙ soft_topk(z, k, α) formed on each row's candidates (:class:`SelectedCodes`).
+- ``topk_select``: :func:`hard_topk` / :func:`hard_topk_sparse`, per-row hard top-k (inference).
+- ``sparse_decode``: decoding through the selected latents only.
 
-__all__ = ["hard_topk", "soft_topk", "soft_topk_reference"]
+``ops.soft_topk`` and ``ops.hard_topk`` were also module paths; those modules remain as
+re-exports, loaded first here so that the names bound below stay the functions.
+"""
+
+from softsae_vision.ops import hard_topk as _hard_topk_module  # noqa: F401 (old path, first)
+from softsae_vision.ops import soft_topk as _soft_topk_module  # noqa: F401 (old path, first)
+from softsae_vision.ops.lapsum_topk import soft_topk, soft_topk_reference
+from softsae_vision.ops.soft_codes import SelectedCodes, soft_topk_codes, soft_topk_product
+from softsae_vision.ops.topk_select import hard_topk, hard_topk_sparse
+
+__all__ = [
+    "SelectedCodes",
+    "hard_topk",
+    "hard_topk_sparse",
+    "soft_topk",
+    "soft_topk_codes",
+    "soft_topk_product",
+    "soft_topk_reference",
+]

@@ -59,7 +59,8 @@ def candidate_grads(
 ) -> tuple[Tensor | None, Tensor]:
     """(∂L/∂r (R, N) float64 or None when not needed, ∂L/∂k (R,) float64) for candidates."""
     if need_x:
-        return by_row_blocks(partial(implicit_backward, alpha=alpha), t_RN, g_RN)
+        gx_RN, gk_R = by_row_blocks(partial(implicit_backward, alpha=alpha), t_RN, g_RN)
+        return gx_RN, gk_R
     return None, by_row_blocks(implicit_grad_k, t_RN, g_RN)[0]
 
 
@@ -95,7 +96,7 @@ def _fixed_backward(
         t_CF = _fixed_dense_t(x_BF, fx, alpha, cd, sl)
         g_CF = grad_p_BF[sl].to(cd)
         dense_C1 = fx.dense[sl, None]
-        if need_x:
+        if grad_x_BF is not None:
             gx_CF, gk_C = implicit_backward(t_CF, g_CF, alpha)
             grad_x_BF[sl] = torch.where(dense_C1, gx_CF.to(x_BF.dtype), 0.0)
         else:
@@ -106,7 +107,7 @@ def _fixed_backward(
     g_BN = grad_p_BF.gather(1, fx.idx).double()
     gx_BN, gk_B = candidate_grads(fx.t, g_BN, alpha, need_x)
     grad_k_B = torch.where(fx.dense, gk_dense_B, gk_B)
-    if need_x:
+    if grad_x_BF is not None and gx_BN is not None:
         keep_BN = grad_x_BF.gather(1, fx.idx)
         grad_x_BF.scatter_(1, fx.idx, torch.where(fx.dense[:, None], keep_BN, gx_BN.to(x_BF.dtype)))
     return grad_x_BF, grad_k_B
@@ -147,7 +148,7 @@ def backward_grads(
             grad_k_B.copy_(gk_R)
         else:
             grad_k_B.index_copy_(0, grp.rows, gk_R)
-        if gx_RN is None:
+        if gx_RN is None or grad_x_BF is None:
             continue
         if grp.rows is None:
             grad_x_BF.scatter_(1, grp.idx, gx_RN.to(x_BF.dtype))
@@ -156,7 +157,7 @@ def backward_grads(
             grad_x_BF.index_put_((rows_RN, grp.idx), gx_RN.to(x_BF.dtype))
     for rows, t_CF in _dense_chunks(x_BF, plan, alpha, compute_dtype(x_BF.dtype)):
         g_CF = grad_p_BF[rows].to(t_CF.dtype)
-        if need_x:
+        if grad_x_BF is not None:
             gx_CF, gk_C = implicit_backward(t_CF, g_CF, alpha)
             _put_rows(grad_x_BF, rows, gx_CF.to(x_BF.dtype))
         else:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.ops._soft_topk_sparse import SelectedCodes
+from softsae_vision.ops.soft_codes import SelectedCodes
 
 SPARSE_DECODE_ENV = "SOFTSAE_SPARSE_DECODE"
 

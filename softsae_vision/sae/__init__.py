@@ -16,17 +16,33 @@ from softsae_vision.sae.matryoshka import MatryoshkaSAE
 from softsae_vision.sae.relu import ReLUSAE
 from softsae_vision.sae.soft import SoftSAE
 from softsae_vision.sae.topk import TopKSAE
+from softsae_vision.sae_configs import (
+    ARCH_CONFIGS,
+    BatchTopKConfig,
+    MatryoshkaConfig,
+    ReLUConfig,
+    SAEConfig,
+    SoftSAEConfig,
+    TopKConfig,
+)
 
 __all__ = [
+    "ARCH_CONFIGS",
     "SAE_REGISTRY",
     "BaseSAE",
+    "BatchTopKConfig",
     "BatchTopKSAE",
+    "MatryoshkaConfig",
     "MatryoshkaSAE",
+    "ReLUConfig",
     "ReLUSAE",
     "Run",
+    "SAEConfig",
     "SAEOutput",
     "SoftSAE",
+    "SoftSAEConfig",
     "StepContext",
+    "TopKConfig",
     "TopKSAE",
     "TrainOutput",
     "load_run",

@@ -14,11 +14,13 @@ Conventions (all architectures):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from safetensors.torch import load_file
@@ -30,6 +32,7 @@ from softsae_vision._version import __version__
 from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops.sparse_decode import dense_decode, sparse_decode, sparse_decode_enabled
 from softsae_vision.ops.sparse_encode import SparseEncoding, sparse_encode_enabled
+from softsae_vision.sae_configs import SAEConfig
 
 SCHEMA_VERSION = 1
 WEIGHTS_FILE = "sae.safetensors"
@@ -37,11 +40,24 @@ CONFIG_FILE = "config.json"
 
 SAE_REGISTRY: dict[str, type[BaseSAE]] = {}
 
+_S = TypeVar("_S", bound="BaseSAE")
+
 
 def register_sae(name: str):
-    """Class decorator: make an SAE class loadable by its architecture name."""
+    """Class decorator: make an SAE class loadable by its architecture name (names are unique)."""
 
-    def decorate(cls: type[BaseSAE]) -> type[BaseSAE]:
+    def decorate(cls: type[_S]) -> type[_S]:
+        old = SAE_REGISTRY.get(name)
+        same = old is not None and (old.__module__, old.__qualname__) == (
+            cls.__module__,
+            cls.__qualname__,
+        )  # the same class again (its module reloaded)
+        if old is not None and not same:
+            raise SoftSAEError(
+                f"register_sae: an SAE architecture named {name!r} is already registered "
+                f"({old.__module__}.{old.__qualname__}); pick another name for "
+                f"{cls.__module__}.{cls.__qualname__}"
+            )
         cls.architecture = name
         SAE_REGISTRY[name] = cls
         return cls
@@ -83,9 +99,21 @@ class TrainOutput:
 class BaseSAE(nn.Module):
     """Shared parameters, normalisation and I/O; subclasses define latent selection."""
 
+    norm_mean: Tensor  # (d,) buffer
+    norm_scale: Tensor  # () buffer
+
     architecture: ClassVar[str] = "base"
+    config_class: ClassVar[type[SAEConfig]] = SAEConfig
+    """The architecture's hyperparameters: fields named as constructor arguments and attributes."""
     legacy_hparams: ClassVar[dict[str, Any]] = {}
     """Values of hyperparameters added later, for configs written before they existed."""
+
+    # ----------------------------------------------------------------- capabilities
+    predicts_k: ClassVar[bool] = False
+    """Whether the model predicts a per-input k̂ (:meth:`predict_k`; SoftSAE)."""
+    calibrates_k: ClassVar[bool] = False
+    """Whether :meth:`calibrate` fits anything (the trainer calls it as the hard phase starts
+    and after the last step)."""
 
     def __init__(self, d_in: int, n_latents: int, seed: int | None = None) -> None:
         super().__init__()
@@ -104,9 +132,64 @@ class BaseSAE(nn.Module):
         self.register_buffer("norm_scale", torch.ones(()))
 
     # ----------------------------------------------------------------- hyperparameters
+    @classmethod
+    def from_config(
+        cls: type[_S],
+        d_in: int,
+        n_latents: int,
+        config: SAEConfig | None = None,
+        seed: int | None = None,
+    ) -> _S:
+        """A new model of this architecture with ``config`` (default: the config's defaults)."""
+        config = cls.config_class() if config is None else config
+        if type(config) is not cls.config_class:
+            raise SoftSAEError(
+                f"{cls.__name__} takes a {cls.config_class.__name__}, got {type(config).__name__}"
+            )
+        return cls(d_in, n_latents, **config.to_kwargs(), seed=seed)
+
+    @classmethod
+    def from_hparams(cls: type[_S], d_in: int, n_latents: int, hparams: Mapping[str, Any]) -> _S:
+        """A new model from a config.json ``hparams`` block, missing legacy values filled in."""
+        values = {**cls.legacy_hparams, **hparams}
+        if not dataclasses.fields(cls.config_class):  # a class that declares no config
+            return cls(d_in, n_latents, **values)
+        return cls.from_config(d_in, n_latents, cls.config_class.from_dict(values))
+
+    @property
+    def config(self) -> SAEConfig:
+        """The model's hyperparameters, defaults resolved (e.g. SoftSAE's k_max)."""
+        fields = dataclasses.fields(self.config_class)
+        return self.config_class(**{f.name: getattr(self, f.name) for f in fields})
+
     def hparams(self) -> dict[str, Any]:
-        """Architecture-specific constructor arguments (beyond d_in, n_latents)."""
-        return {}
+        """Architecture-specific constructor arguments (beyond d_in, n_latents), JSON-able."""
+        return self.config.to_dict()
+
+    @property
+    def target_l0(self) -> float | None:
+        """Mean active latents per input the model is built to give (K); None without one (ReLU)."""
+        return None
+
+    @property
+    def k_ceiling(self) -> float | None:
+        """Largest per-input k the selection may choose (SoftSAE's k_max); else ``target_l0``."""
+        return self.target_l0
+
+    def predict_k(self, x_BD: Tensor) -> Tensor:
+        """Real-valued predicted k̂ (B,) of raw activations; only where ``predicts_k``."""
+        raise SoftSAEError(
+            f"a {self.architecture!r} SAE does not predict k (predicts_k is False); "
+            "use its realised L0 instead"
+        )
+
+    @torch.no_grad()
+    def calibrate(self, xn_batches: list[Tensor]) -> float | None:
+        """Fit whatever makes the realised mean L0 on normalised rows equal ``target_l0``.
+
+        Returns the fitted value (SoftSAE: the k̂ logit offset), or None where nothing is fitted.
+        """
+        return None
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimiser parameter groups; a group's ``lr_scale`` multiplies the scheduled rate."""
@@ -154,29 +237,34 @@ class BaseSAE(nn.Module):
         decode = sparse_decode if sparse_decode_enabled() else dense_decode
         return decode(idx_BK, vals_BK, self.W_dec) + self.b_dec
 
-    def select(self, z_BF: Tensor, xn_BD: Tensor) -> Tensor:
-        """Inference-time latent selection from pre-activations (hard)."""
+    def select(self, z_BF: Tensor) -> Tensor:
+        """Inference-time (hard) latent selection: codes (B, F) from pre-activations (B, F)."""
         raise NotImplementedError
 
-    def select_sparse(self, z_BF: Tensor, xn_BD: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+    def select_sparse(self, z_BF: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
         """(codes (B, F), idx (B, K), values (B, K)) of ``select``, or None if it has no fixed K."""
         return None
+
+    def encode_normalized(self, xn_BD: Tensor) -> Tensor:
+        """Inference-time codes (B, F) of normalised activations (B, d)."""
+        return self.select(self.pre_acts(xn_BD))
 
     def train_output(self, xn_BD: Tensor, ctx: StepContext) -> TrainOutput:
         """Training-path forward in normalised space; default: inference selection."""
         z_BF = self.pre_acts(xn_BD)
-        chosen = self.select_sparse(z_BF, xn_BD)
+        chosen = self.select_sparse(z_BF)
         if chosen is not None:
             codes_BF, idx_BK, vals_BK = chosen
             return TrainOutput(self.decode_sparse_normalized(idx_BK, vals_BK), codes_BF, z_BF)
-        codes_BF = self.select(z_BF, xn_BD)
+        codes_BF = self.select(z_BF)
         return TrainOutput(self.decode_normalized(codes_BF), codes_BF, z_BF)
 
     # ----------------------------------------------------------------- public API
     def encode(self, x_BD: Tensor) -> Tensor:
         """Sparse codes (B, F) of raw activations, with inference-time (hard) selection."""
-        xn_BD = self.normalize(_check_acts(x_BD, self.d_in).to(self.W_enc.dtype))
-        return self.select(self.pre_acts(xn_BD), xn_BD)
+        return self.encode_normalized(
+            self.normalize(_check_acts(x_BD, self.d_in).to(self.W_enc.dtype))
+        )
 
     def decode(self, codes_BF: Tensor) -> Tensor:
         """Raw-space reconstruction (B, d) from codes (B, F)."""
@@ -185,9 +273,9 @@ class BaseSAE(nn.Module):
     def forward(self, x_BD: Tensor) -> SAEOutput:
         xn_BD = self.normalize(_check_acts(x_BD, self.d_in).to(self.W_enc.dtype))
         z_BF = self.pre_acts(xn_BD)
-        chosen = self.select_sparse(z_BF, xn_BD)
+        chosen = self.select_sparse(z_BF)
         if chosen is None:
-            codes_BF = self.select(z_BF, xn_BD)
+            codes_BF = self.select(z_BF)
             return SAEOutput(self.decode(codes_BF), codes_BF)
         codes_BF, idx_BK, vals_BK = chosen
         return SAEOutput(self.denormalize(self.decode_sparse_normalized(idx_BK, vals_BK)), codes_BF)
@@ -317,7 +405,8 @@ def _check_config(config: dict[str, Any], config_path: Path) -> tuple[str, int, 
         value = config.get(key)
         if key not in config:
             raise SoftSAEError(f"{config_path} is not an SAE config (no {key!r}); {fix}")
-        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 1):
+        too_small = isinstance(value, int) and value < 1
+        if not isinstance(value, kind) or isinstance(value, bool) or too_small:
             raise SoftSAEError(f"{config_path}: {key!r} must be {words}, got {value!r}; {fix}")
     hparams = config.get("hparams", {})
     if not isinstance(hparams, dict):
@@ -404,8 +493,7 @@ def _read_run_dir(run_dir: Path) -> tuple[BaseSAE, dict[str, Any]]:
             f"{config_path}: unknown SAE architecture {arch!r}; known: {sorted(SAE_REGISTRY)}"
         )
     try:
-        cls = SAE_REGISTRY[arch]
-        sae = cls(d_in, n_latents, **{**cls.legacy_hparams, **hparams})
+        sae = SAE_REGISTRY[arch].from_hparams(d_in, n_latents, hparams)
     except (TypeError, ValueError, SoftSAEError) as err:
         raise SoftSAEError(
             f"{config_path}: its hparams do not fit architecture {arch!r} ({err}); restore it "

@@ -17,6 +17,7 @@ from softsae_vision.ops.sparse_decode import sparse_decode, sparse_decode_enable
 from softsae_vision.ops.sparse_encode import SparseEncoding
 from softsae_vision.sae.base import BaseSAE, StepContext, TrainOutput, register_sae
 from softsae_vision.sae.topk import check_k
+from softsae_vision.sae_configs import BatchTopKConfig
 
 
 @dataclass
@@ -62,6 +63,9 @@ def batch_topk(z_BF: Tensor, k: float) -> tuple[Tensor, Tensor]:
 class BatchTopKSAE(BaseSAE):
     """Batch-level top-K in training; a learned global threshold at inference."""
 
+    config_class = BatchTopKConfig
+    threshold: Tensor  # () buffer; < 0 until estimated
+
     def __init__(
         self,
         d_in: int,
@@ -76,10 +80,11 @@ class BatchTopKSAE(BaseSAE):
         self.threshold_momentum = float(threshold_momentum)
         self.register_buffer("threshold", torch.tensor(-1.0))  # < 0: not yet estimated
 
-    def hparams(self) -> dict:
-        return {"k": self.k, "threshold_momentum": self.threshold_momentum}
+    @property
+    def target_l0(self) -> float:
+        return float(self.k)
 
-    def select(self, z_BF: Tensor, xn_BD: Tensor) -> Tensor:
+    def select(self, z_BF: Tensor) -> Tensor:
         if self.threshold < 0:  # untrained: behave like a TopK SAE rather than keep everything
             return hard_topk(z_BF, self.k)
         return z_BF * (z_BF > self.threshold)

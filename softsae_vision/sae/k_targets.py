@@ -24,10 +24,13 @@ the encoder trains on the selection as a TopK encoder does.
 
 from __future__ import annotations
 
+import typing
+
 import torch
 from torch import Tensor
 
 from softsae_vision.ops import batch_group
+from softsae_vision.sae_configs import KLoss
 
 GAIN_CHUNK_ELEMENTS = 1 << 24
 """Rows are processed in chunks of at most this many (rows · M · d) gathered elements."""
@@ -113,12 +116,12 @@ def activation_allocation(z_BF: Tensor, mean_k: float, rows: int | None = None) 
     return ((z_BF >= price) & (z_BF > 0)).sum(1).float()
 
 
-K_LOSSES = ("log", "linear", "weighted", "regret", "log+regret")
+K_LOSSES: tuple[KLoss, ...] = typing.get_args(KLoss)
 """How the estimator's prediction is scored against the allocation (see ``estimator_loss``)."""
 
 
 def estimator_loss(
-    kind: str,
+    kind: KLoss,
     log_k_R: Tensor,
     gain_RM: Tensor,
     mean_k: float,

@@ -14,8 +14,7 @@ from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops.sparse_decode import sparse_decode, sparse_decode_enabled
 from softsae_vision.sae.base import StepContext, TrainOutput, register_sae
 from softsae_vision.sae.batchtopk import BatchTopKSAE
-
-DEFAULT_GROUP_FRACTIONS = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4)
+from softsae_vision.sae_configs import DEFAULT_GROUP_FRACTIONS, MatryoshkaConfig
 
 
 def group_sizes(n_latents: int, fractions: tuple[float, ...]) -> list[int]:
@@ -34,6 +33,8 @@ def group_sizes(n_latents: int, fractions: tuple[float, ...]) -> list[int]:
 class MatryoshkaSAE(BatchTopKSAE):
     """BatchTopK selection, loss averaged over nested dictionary prefixes."""
 
+    config_class = MatryoshkaConfig
+
     def __init__(
         self,
         d_in: int,
@@ -46,9 +47,6 @@ class MatryoshkaSAE(BatchTopKSAE):
         super().__init__(d_in, n_latents, k, threshold_momentum, seed)
         self.group_fractions = tuple(float(f) for f in group_fractions)
         self.group_sizes = group_sizes(n_latents, self.group_fractions)
-
-    def hparams(self) -> dict:
-        return {**super().hparams(), "group_fractions": list(self.group_fractions)}
 
     def train_output(self, xn_BD: Tensor, ctx: StepContext) -> TrainOutput:
         enc = self.sparse_encoding(xn_BD)  # on only with the sparse decoder (same switch)

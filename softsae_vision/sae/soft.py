@@ -32,16 +32,15 @@ Differences from the reference code, each deliberate:
 from __future__ import annotations
 
 import math
+import typing
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.ops import batch_group
-from softsae_vision.ops._soft_topk_sparse import soft_topk_codes
-from softsae_vision.ops.hard_topk import hard_topk_sparse
-from softsae_vision.ops.soft_topk import debug_checks
+from softsae_vision.ops import batch_group, hard_topk_sparse, soft_topk_codes
+from softsae_vision.ops.lapsum_topk import debug_checks
 from softsae_vision.ops.sparse_decode import decode_selected, sparse_decode_enabled
 from softsae_vision.sae.base import BaseSAE, SAEOutput, StepContext, TrainOutput, register_sae
 from softsae_vision.sae.k_targets import (
@@ -52,9 +51,10 @@ from softsae_vision.sae.k_targets import (
     marginal_gains,
 )
 from softsae_vision.sae.topk import check_k
+from softsae_vision.sae_configs import Estimator, KLoss, KSignal, SoftSAEConfig
 
-ESTIMATORS = ("paper", "lean", "gains", "loggains")
-K_SIGNALS = ("soft", "gain", "batch")
+ESTIMATORS: tuple[Estimator, ...] = typing.get_args(Estimator)
+K_SIGNALS: tuple[KSignal, ...] = typing.get_args(KSignal)
 LEAN_HIDDEN = 64
 GAIN_FLOOR = 1e-6
 """Gains below this (in units of the normalised input's energy, E‖x̃‖² = 1) read as this."""
@@ -86,6 +86,10 @@ class SoftSAE(BaseSAE):
     The science suite (docs/science.md) compares them on every regime and photo set.
     """
 
+    config_class = SoftSAEConfig
+    k_calibration: Tensor  # () buffer: the k̂ logit offset fitted by ``calibrate``
+    predicts_k = True
+    calibrates_k = True
     # Runs saved before these hyperparameters existed were trained with these values.
     legacy_hparams = {"k_signal": "soft", "estimator_lr_scale": 1.0}
 
@@ -95,13 +99,13 @@ class SoftSAE(BaseSAE):
         n_latents: int,
         k: float = 32,
         k_max: float | None = None,
-        estimator: str = "paper",
+        estimator: Estimator = "paper",
         estimator_hidden: int | None = None,
         k_loss_coeff: float = 1.0,
         k_loss_beta: float = 5.0,
         selection_grad: bool = False,
-        k_signal: str = "gain",
-        k_loss: str = "log",
+        k_signal: KSignal = "gain",
+        k_loss: KLoss = "log",
         estimator_lr_scale: float | None = None,
         seed: int | None = None,
     ) -> None:
@@ -143,33 +147,26 @@ class SoftSAE(BaseSAE):
         self.estimator_lr_scale = float(estimator_lr_scale)
         with torch.random.fork_rng(devices=[]):  # the seed, not the global generator, decides
             torch.manual_seed((0 if seed is None else seed) + 1)
-            self.k_estimator = nn.Sequential(
-                nn.Linear(d_est, hidden), nn.ReLU(), nn.Linear(hidden, 1)
-            )
+            first, last = nn.Linear(d_est, hidden), nn.Linear(hidden, 1)
+            self.k_estimator = nn.Sequential(first, nn.ReLU(), last)
         with torch.no_grad():
             if estimator == "paper":
                 # Hidden units start as the SAE's own pre-activations (a copy of W_enc).
                 rows = torch.arange(hidden) % n_latents
-                self.k_estimator[0].weight.copy_(self.W_enc[rows])
-                self.k_estimator[0].bias.zero_()
+                first.weight.copy_(self.W_enc[rows])
+                first.bias.zero_()
             # A tiny output layer makes σ ≈ 1/2, so k̂ ≈ k_max / 2 at the start.
-            self.k_estimator[2].weight.mul_(1e-2)
-            self.k_estimator[2].bias.zero_()
+            last.weight.mul_(1e-2)
+            last.bias.zero_()
         self.register_buffer("k_calibration", torch.zeros(()))
 
-    def hparams(self) -> dict:
-        return {
-            "k": self.k,
-            "k_max": self.k_max,
-            "estimator": self.estimator,
-            "estimator_hidden": self.estimator_hidden,
-            "k_loss_coeff": self.k_loss_coeff,
-            "k_loss_beta": self.k_loss_beta,
-            "selection_grad": self.selection_grad,
-            "k_signal": self.k_signal,
-            "k_loss": self.k_loss,
-            "estimator_lr_scale": self.estimator_lr_scale,
-        }
+    @property
+    def target_l0(self) -> float:
+        return self.k
+
+    @property
+    def k_ceiling(self) -> float:
+        return self.k_max
 
     def param_groups(self) -> list[dict]:
         """The k estimator learns at ``estimator_lr_scale`` times the SAE's learning rate.
@@ -248,11 +245,29 @@ class SoftSAE(BaseSAE):
     def hard_select(self, z_BF: Tensor, k_hat_B: Tensor) -> Tensor:
         return self.hard_select_sparse(z_BF, k_hat_B)[0]
 
-    def select(self, z_BF: Tensor, xn_BD: Tensor) -> Tensor:
-        return self.hard_select(z_BF, self.predict_k_normalized(xn_BD, z_BF))
+    def _k_hat_for(self, z_BF: Tensor, k_hat_B: Tensor | None) -> Tensor:
+        """``k_hat_B``, or k̂ from the latents alone (which only the lean estimator reads)."""
+        if k_hat_B is not None:
+            return k_hat_B
+        if self.estimator != "lean":
+            raise SoftSAEError(
+                f"this SoftSAE's k estimator ({self.estimator!r}) reads the input, not only the "
+                "latents: call encode(x), or pass k_hat_B (e.g. predict_k(x)) to select"
+            )
+        return self.k_from_logits(self.k_logits(z_BF, z_BF))  # lean: reads z only
 
-    def select_sparse(self, z_BF: Tensor, xn_BD: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        return self.hard_select_sparse(z_BF, self.predict_k_normalized(xn_BD, z_BF))
+    def select(self, z_BF: Tensor, k_hat_B: Tensor | None = None) -> Tensor:
+        """Each row's top-⌊k̂⌋ latents (B, F); k̂ from the latents unless given."""
+        return self.hard_select(z_BF, self._k_hat_for(z_BF, k_hat_B))
+
+    def select_sparse(
+        self, z_BF: Tensor, k_hat_B: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        return self.hard_select_sparse(z_BF, self._k_hat_for(z_BF, k_hat_B))
+
+    def encode_normalized(self, xn_BD: Tensor) -> Tensor:
+        z_BF = self.pre_acts(xn_BD)
+        return self.hard_select(z_BF, self.predict_k_normalized(xn_BD, z_BF))
 
     def forward(self, x_BD: Tensor) -> SAEOutput:
         xn_BD = self.normalize(x_BD.to(self.W_enc.dtype))
@@ -353,6 +368,11 @@ class SoftSAE(BaseSAE):
             extra_losses={"k": self.k_loss_coeff * k_loss},
             k_hat=k_hat_B,
         )
+
+    @torch.no_grad()
+    def calibrate(self, xn_batches: list[Tensor]) -> float:
+        """Fit the k̂ logit offset so the mean realised L0 equals K (see :meth:`calibrate_k`)."""
+        return self.calibrate_k(xn_batches, self.k)
 
     @torch.no_grad()
     def calibrate_k(self, xn_batches: list[Tensor], target_l0: float) -> float:

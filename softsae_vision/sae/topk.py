@@ -5,9 +5,9 @@ from __future__ import annotations
 from torch import Tensor
 
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.ops import hard_topk
-from softsae_vision.ops.hard_topk import hard_topk_sparse
+from softsae_vision.ops import hard_topk, hard_topk_sparse
 from softsae_vision.sae.base import BaseSAE, StepContext, TrainOutput, register_sae
+from softsae_vision.sae_configs import TopKConfig
 
 
 def check_k(k: float, n_latents: int) -> None:
@@ -23,18 +23,21 @@ def check_k(k: float, n_latents: int) -> None:
 class TopKSAE(BaseSAE):
     """Per-row top-K selection (Gao et al., 2024)."""
 
+    config_class = TopKConfig
+
     def __init__(self, d_in: int, n_latents: int, k: int = 32, seed: int | None = None) -> None:
         super().__init__(d_in, n_latents, seed)
         check_k(k, n_latents)
         self.k = int(k)
 
-    def hparams(self) -> dict:
-        return {"k": self.k}
+    @property
+    def target_l0(self) -> float:
+        return float(self.k)
 
-    def select(self, z_BF: Tensor, xn_BD: Tensor) -> Tensor:
+    def select(self, z_BF: Tensor) -> Tensor:
         return hard_topk(z_BF, self.k)
 
-    def select_sparse(self, z_BF: Tensor, xn_BD: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def select_sparse(self, z_BF: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return hard_topk_sparse(z_BF, self.k, validate=False)
 
     def train_output(self, xn_BD: Tensor, ctx: StepContext) -> TrainOutput:

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from softsae_vision.errors import SoftSAEError
+
+KAnnealFrom = Literal["k_max", "d"]
+Precision = Literal["auto", "fp32", "tf32", "bf16"]
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class TrainConfig:
     k_anneal_frac: float = 0.05
     """Fraction of steps over which SoftSAE's mean-k target falls linearly to K."""
 
-    k_anneal_from: str = "k_max"
+    k_anneal_from: KAnnealFrom = "k_max"
     """Where the k target starts: "k_max" or "d" (the reference starts at d)."""
 
     alpha: float = 1e-4
@@ -59,7 +63,8 @@ class TrainConfig:
     """Dead latents used by AuxK per input (default d/2)."""
 
     dead_threshold: int | None = None
-    """Inputs without firing after which a latent counts as dead (default: see ``resolve``)."""
+    """Inputs without firing after which a latent counts as dead (default: 10M, or a tenth of
+    the run's inputs when that is fewer, but at least one batch)."""
 
     grad_clip: float = 1.0
     """Maximum global gradient norm."""
@@ -71,18 +76,18 @@ class TrainConfig:
     """Rows drawn to fit the input normalisation and initialise b_dec (geometric median)."""
 
     seed: int = 0
-    """Seed for initialisation and data order; equal seeds give equal runs."""
+    """Seed for initialisation and data order (0 to 2³²−1); equal seeds give equal runs."""
 
     log_every: int = 10
     """Steps between lines of metrics.jsonl."""
 
     checkpoint_every: int = 250
-    """Steps between resumable checkpoints."""
+    """Steps between resumable checkpoints (Ctrl-C also writes one)."""
 
     device: str = "auto"
     """"auto", "cpu", "cuda" or "cuda:N"."""
 
-    precision: str = "auto"
+    precision: Precision = "auto"
     """"fp32", "tf32" (CUDA matmuls), "bf16" (autocast; fp32 weights and Adam state) or
     "auto": bf16 on CUDA, fp32 elsewhere. config.json records the resolved value."""
 
@@ -104,7 +109,7 @@ class TrainConfig:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise SoftSAEError(f"invalid training setting(s): {', '.join(bad)}")
-        if self.precision not in ("auto", "fp32", "tf32", "bf16"):
+        if self.precision not in PRECISIONS:
             raise SoftSAEError(
                 f"precision must be one of auto, fp32, tf32, bf16; got {self.precision!r}"
             )

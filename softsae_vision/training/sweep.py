@@ -25,8 +25,8 @@ from softsae_vision.training.trainer import TrainResult, train_group
 
 def member_name(sae: BaseSAE) -> str:
     """``<arch>-k<K>`` (or just ``<arch>`` for architectures without a k)."""
-    k = getattr(sae, "k", None)
-    return sae.architecture if k is None else f"{sae.architecture}-k{float(k):g}"
+    k = sae.target_l0
+    return sae.architecture if k is None else f"{sae.architecture}-k{k:g}"
 
 
 def _named(saes: Mapping[str, BaseSAE] | Sequence[BaseSAE]) -> dict[str, BaseSAE]:

@@ -39,11 +39,10 @@ from softsae_vision.devices import resolve_device
 from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops import batch_group
 from softsae_vision.sae.base import BaseSAE, StepContext, load_sae, state_mismatch
-from softsae_vision.sae.soft import SoftSAE
 from softsae_vision.training import schedules
 from softsae_vision.training.config import TrainConfig
 from softsae_vision.training.ddp import SINGLE, TrainRanks
-from softsae_vision.training.evaluate import k_hat_summary
+from softsae_vision.training.evaluation import k_hat_summary
 from softsae_vision.training.loader import Prefetcher, source_stream
 from softsae_vision.training.loggers import check_available, close_sinks, open_sinks
 from softsae_vision.training.losses import auxk_loss, squared_error
@@ -83,7 +82,12 @@ class TrainResult:
 
 
 class _IterableSource:
-    """Adapts a plain iterable of (B, d) batches to the source protocol (no exact resume)."""
+    """Adapts a plain iterable of (B, d) batches to the source protocol (no exact resume).
+
+    The iterable is read once, in order, one batch per step, as given: ``batch_size`` and
+    ``seed`` do not apply (nothing is re-batched, shuffled or repeated), and an iterable that
+    runs out before the last step is a SoftSAEError naming the step.
+    """
 
     def __init__(self, batches: Iterable[torch.Tensor]):
         self._it = iter(batches)
@@ -107,10 +111,18 @@ class _IterableSource:
         return torch.cat(self._head)[:n].float()
 
     def batches(self, batch_size: int, seed: int, start: int = 0) -> Iterator[torch.Tensor]:
-        stream = self._chain()
-        for _ in range(start):
-            next(stream, None)
-        yield from stream
+        """The batches as given, from batch ``start``; ``batch_size`` and ``seed`` do not apply."""
+        step = 0
+        for batch in self._chain():
+            if step >= start:
+                yield batch
+            step += 1
+        raise SoftSAEError(
+            f"the batch iterator ran dry at step {step}: it yielded {step} batches, and an "
+            "iterator is read once, one batch per step (not re-batched, shuffled or repeated); "
+            "give it at least TrainConfig.steps batches, or pass an (N, d) array, which is "
+            "reshuffled every epoch"
+        )
 
     def _chain(self) -> Iterator[torch.Tensor]:
         yield from self._head
@@ -167,8 +179,9 @@ class Trainer:
         # Set on device when a batch / the loss is not finite; read at log/checkpoint boundaries.
         self.bad_data = torch.zeros((), dtype=torch.bool, device=device)
         self.bad_loss = torch.zeros((), dtype=torch.bool, device=device)
-        k = getattr(sae, "k", 0.0)
-        k_max = getattr(sae, "k_max", k)
+        self.k_final = sae.target_l0 or 0.0  # the k target: k_start → K (SoftSAE's budget)
+        ceiling = sae.k_ceiling
+        k_max = self.k_final if ceiling is None else ceiling
         self.k_start = k_max if cfg.k_anneal_from == "k_max" else float(sae.d_in)
 
     def distribute(self) -> None:
@@ -180,7 +193,7 @@ class Trainer:
         return StepContext(
             phase=schedules.phase(step, self.cfg),
             alpha=schedules.alpha(step, self.cfg),
-            k_target=schedules.k_target(step, self.cfg, getattr(self.sae, "k", 0.0), self.k_start),
+            k_target=schedules.k_target(step, self.cfg, self.k_final, self.k_start),
         )
 
     def train_step(self, x_BD: torch.Tensor, stats: bool = True) -> dict[str, Any] | None:
@@ -269,22 +282,22 @@ class Trainer:
 
     @torch.no_grad()
     def calibrate(self, rows_ND: torch.Tensor) -> None:
-        """Fit SoftSAE's k offset so the realised mean L0 on ``rows`` equals K.
+        """Let the SAE fit its realised mean L0 on ``rows`` to K (``sae.calibrate``; SoftSAE).
 
         Done when the hard phase starts (so it trains at the budgeted L0) and once more after
         the last step (the encoder moved during the hard phase, and so did #positive latents).
         """
         sae = self.sae
-        if isinstance(sae, SoftSAE) and self.cfg.calibrate_k:
+        if sae.calibrates_k and self.cfg.calibrate_k:
             xn = [sae.normalize(chunk.to(self.device)) for chunk in rows_ND.split(4096)]
-            offset = sae.calibrate_k(xn, sae.k)
+            offset = sae.calibrate(xn)
             self.ranks.broadcast_buffers_(sae)  # computed identically, but take rank 0's
             log.info(
                 "step %d: calibrated k̂ on %d rows (logit offset %+.4f) so the mean L0 is K = %g",
                 self.step,
                 len(rows_ND),
                 offset,
-                sae.k,
+                sae.target_l0,
             )
         self.calibrated = True
 
@@ -578,7 +591,7 @@ class _Member:
         """One training step with its checks, metrics line and checkpoint."""
         trainer, cfg = self.trainer, self.trainer.cfg
         if trainer.step >= hard_start and not trainer.calibrated:
-            if isinstance(self.sae, SoftSAE):
+            if self.sae.predicts_k:
                 log.info(
                     "step %d/%d: hard phase starts (top-⌊k̂⌋ selection, k estimator frozen)",
                     trainer.step,

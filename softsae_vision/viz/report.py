@@ -293,7 +293,7 @@ def _evaluation(page, pairings, names, device, formats) -> str:
     FVU-against-L0 comparison."""
     from softsae_vision.analysis.compare import RunMetrics, summarise
     from softsae_vision.data.store_source import StoreSource
-    from softsae_vision.training.evaluate import evaluate
+    from softsae_vision.training.evaluation import evaluate
     from softsae_vision.viz.compare import at_l0_rows, render_pareto
 
     measured = []

@@ -13,7 +13,7 @@ from softsae_vision.analysis.compare import (
     fvu_at_l0,
 )
 from softsae_vision.analysis.stability import coherence, match_atoms, seed_groups
-from softsae_vision.training.evaluate import latent_usage
+from softsae_vision.training.evaluation import latent_usage
 
 
 def _run(name, arch, l0, fvu, seed=0):

@@ -7,11 +7,16 @@ import pytest
 import torch
 
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.ops import hard_topk, soft_topk, soft_topk_reference
+from softsae_vision.ops import (
+    hard_topk,
+    hard_topk_sparse,
+    soft_topk,
+    soft_topk_codes,
+    soft_topk_product,
+    soft_topk_reference,
+)
 from softsae_vision.ops._soft_topk_fixed import fixed_width, plan_fixed
 from softsae_vision.ops._soft_topk_plan import PATH_ENV, planner
-from softsae_vision.ops._soft_topk_sparse import soft_topk_codes, soft_topk_product
-from softsae_vision.ops.hard_topk import hard_topk_sparse
 from tests._sync_probe import HostReads
 from tests.ops.test_soft_topk_plan import CASES
 

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.ops import soft_topk
+from softsae_vision.ops import soft_topk, soft_topk_product
 from softsae_vision.ops._soft_topk_plan import plan_rows
-from softsae_vision.ops._soft_topk_sparse import soft_topk_product
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from softsae_vision.ops._soft_topk_sparse import SelectedCodes
+from softsae_vision.ops import SelectedCodes
 from softsae_vision.ops.sparse_decode import decode_selected, dense_decode, sparse_decode
 
 B, F, D, K = 12, 200, 24, 7

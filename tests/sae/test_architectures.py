@@ -29,7 +29,7 @@ def test_batchtopk_trains_with_batch_budget_and_infers_with_threshold():
     kept = out.codes[out.codes != 0]
     assert sae.threshold == pytest.approx(kept.min().item())
     z = sae.pre_acts(xn)
-    assert torch.equal(sae.select(z, xn), z * (z > sae.threshold))
+    assert torch.equal(sae.select(z), z * (z > sae.threshold))
 
 
 def test_batchtopk_threshold_is_an_ema():

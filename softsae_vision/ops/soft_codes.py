@@ -1,0 +1,143 @@
+"""z ⊙ soft_topk(z, k, α) formed on each row's candidates: the SoftSAE's soft codes.
+
+Public as ``softsae_vision.ops.soft_topk_codes`` / ``soft_topk_product`` / ``SelectedCodes``.
+
+When every row of the plan is served by its top candidates, p is zero off them, so the
+product only needs the candidates: gather z there, multiply by their weights and scatter
+into zeros. The same numbers as the dense product, without a dense p, two dense products and
+p's dense gradient. With the adaptive plan, a batch with a row served densely (see
+_soft_topk_plan.py) falls back to the dense product; with the fixed plan
+(_soft_topk_fixed.py) the dense rows' product is added as a masked remainder, so no branch
+depends on the data. The result keeps its sparse form (:class:`SelectedCodes`) so that a
+decoder can gather through the candidates (ops/sparse_decode.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from softsae_vision.errors import SoftSAEError
+from softsae_vision.ops._soft_topk_apply import candidate_grads, candidate_weights
+from softsae_vision.ops._soft_topk_plan import FixedRows, Plan
+from softsae_vision.ops.lapsum_topk import dense_soft_topk, make_plan, prepare
+
+
+@dataclass
+class SelectedCodes:
+    """Codes (B, F) held as candidate groups plus an optional dense remainder.
+
+    codes = rest (or zeros) + Σ_groups scatter of ``vals`` at (rows, idx); ``rows`` None
+    means every row of the batch.
+    """
+
+    shape: tuple[int, int]
+    groups: list[tuple[Tensor | None, Tensor, Tensor]] = field(default_factory=list)
+    rest: Tensor | None = None  # (B, F)
+
+    def dense(self) -> Tensor:
+        """The codes as one (B, F) tensor."""
+        codes_BF = self.rest
+        for rows_R, idx_RN, vals_RN in self.groups:
+            if codes_BF is None:
+                codes_BF = vals_RN.new_zeros(self.shape)
+            if rows_R is None:
+                codes_BF = codes_BF.scatter_add(1, idx_RN, vals_RN)
+            else:
+                codes_BF = codes_BF.index_put((rows_R[:, None], idx_RN), vals_RN, accumulate=True)
+        if codes_BF is None:
+            raise SoftSAEError("SelectedCodes holds nothing")
+        return codes_BF
+
+
+class _CandidateWeights(torch.autograd.Function):
+    """w = Φ(t) (R, M) of one sparse group, differentiable in k (and in x when it asks)."""
+
+    @staticmethod
+    def forward(ctx, x_BF, k_B, alpha, rows_R, idx_RM, t_RM):
+        ctx.alpha, ctx.k_meta, ctx.x_meta = alpha, (k_B.shape, k_B.dtype), (x_BF.shape, x_BF.dtype)
+        ctx.rows_R = rows_R
+        ctx.save_for_backward(idx_RM, t_RM)
+        return candidate_weights(t_RM, x_BF.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable  # (its stub makes ctx positional-only)
+    def backward(  # pyright: ignore[reportIncompatibleMethodOverride]
+        ctx: Any, *grad_outputs: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        (grad_w_RM,) = grad_outputs
+        idx_RM, t_RM = ctx.saved_tensors
+        need_x, need_k = ctx.needs_input_grad[:2]
+        rows_R, dev = ctx.rows_R, grad_w_RM.device
+        gx_RM, gk_R = candidate_grads(t_RM, grad_w_RM.double(), ctx.alpha, need_x)
+        grad_x = grad_k = None
+        if need_k:
+            k_shape, k_dtype = ctx.k_meta
+            if rows_R is None:
+                grad_k = gk_R.to(k_dtype)
+            else:
+                grad_k = torch.zeros(k_shape, dtype=k_dtype, device=dev)
+                grad_k.index_copy_(0, rows_R, gk_R.to(k_dtype))
+        if need_x and gx_RM is not None:
+            x_shape, x_dtype = ctx.x_meta
+            grad_x = torch.zeros(x_shape, dtype=x_dtype, device=dev)
+            if rows_R is None:
+                grad_x.scatter_(1, idx_RM, gx_RM.to(x_dtype))
+            else:
+                grad_x.index_put_((rows_R[:, None], idx_RM), gx_RM.to(x_dtype))
+        return grad_x, grad_k, None, None, None, None
+
+
+def soft_topk_codes(
+    z: Tensor,
+    k: Tensor | float,
+    alpha: float,
+    selection_grad: bool,
+    *,
+    k_max: float | None = None,
+    validate: bool = True,
+) -> SelectedCodes:
+    """z ⊙ soft_topk(z, k, alpha) in sparse form; the weights see z detached unless selection_grad.
+
+    Equal to the dense product (every entry, and the gradients in z and k); z must be (B, F).
+    ``k_max`` and ``validate`` as in :func:`~softsae_vision.ops.soft_topk`.
+    """
+    if not isinstance(z, Tensor) or z.dim() != 2:
+        raise SoftSAEError("soft_topk_product: z must be a (B, F) tensor")
+    x_BF, k_B, alpha = prepare(z if selection_grad else z.detach(), k, alpha, validate)
+    plan = make_plan(x_BF, k_B, alpha, k_max)
+    out = SelectedCodes((z.shape[0], z.shape[1]))
+    if plan.fixed is not None:
+        fx = plan.fixed
+        dense_only = Plan(fixed=FixedRows(fx.idx[:, :0], fx.t[:, :0], fx.dense, fx.ref, fx.u))
+        out.rest = z * dense_soft_topk(x_BF, k_B, alpha, dense_only)  # 0 on candidate rows
+        w_BN = _CandidateWeights.apply(x_BF, k_B, alpha, None, fx.idx, fx.t)  # 0 on dense rows
+        out.groups.append((None, fx.idx, z.gather(1, fx.idx) * w_BN))
+        return out
+    if plan.dense or not plan.sparse:
+        out.rest = z * dense_soft_topk(x_BF, k_B, alpha, plan)
+        return out
+    for grp in plan.sparse:  # the first serves every row; rows served later have weight 0 there
+        w_RM = _CandidateWeights.apply(x_BF, k_B, alpha, grp.rows, grp.idx, grp.t)
+        z_RM = z.gather(1, grp.idx) if grp.rows is None else z[grp.rows[:, None], grp.idx]
+        out.groups.append((grp.rows, grp.idx, z_RM * w_RM))
+    return out
+
+
+def soft_topk_product(
+    z: Tensor,
+    k: Tensor | float,
+    alpha: float,
+    selection_grad: bool,
+    *,
+    k_max: float | None = None,
+    validate: bool = True,
+) -> Tensor:
+    """z ⊙ soft_topk(z, k, alpha) (B, F); the weights see z detached unless selection_grad.
+
+    Equal to the dense product (every entry, and the gradients in z and k); z must be (B, F).
+    """
+    return soft_topk_codes(z, k, alpha, selection_grad, k_max=k_max, validate=validate).dense()
