@@ -88,6 +88,7 @@ class SoftSAE(BaseSAE):
 
     config_class = SoftSAEConfig
     k_calibration: Tensor  # () buffer: the k̂ logit offset fitted by ``calibrate``
+    k_loss: KLoss
     predicts_k = True
     calibrates_k = True
     # Runs saved before these hyperparameters existed were trained with these values.

@@ -44,6 +44,6 @@ class TopKSAE(BaseSAE):
         enc = self.sparse_encoding(xn_BD)  # the encoder's gradient through the K kept latents
         if enc is None:
             return super().train_output(xn_BD, ctx)
-        codes_BF, idx_BK, _ = self.select_sparse(enc.z_BF, xn_BD)
+        codes_BF, idx_BK, _ = self.select_sparse(enc.z_BF)
         x_hat_BD = self.decode_sparse_normalized(idx_BK, enc.gather(idx_BK))
         return TrainOutput(x_hat_BD, codes_BF, enc.z_BF, encoding=enc)

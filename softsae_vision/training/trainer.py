@@ -24,10 +24,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -137,7 +137,7 @@ def as_source(data: ActivationSource | Iterable[torch.Tensor] | torch.Tensor) ->
     if isinstance(data, ActivationSource):
         return data
     if isinstance(data, torch.Tensor) or hasattr(data, "__array__"):
-        return ArraySource(data)
+        return ArraySource(cast(Any, data))  # an ndarray, memmap or anything array-like
     return _IterableSource(data)
 
 
@@ -466,7 +466,7 @@ def train(
 
 
 def train_group(
-    members: dict[str, tuple[BaseSAE, str | os.PathLike | None]],
+    members: Mapping[str, tuple[BaseSAE, str | os.PathLike | None]],
     data: ActivationSource | Iterable[torch.Tensor] | torch.Tensor,
     cfg: TrainConfig | None = None,
     resume: bool = False,
@@ -522,13 +522,13 @@ def train_group(
             member.ranks = ranks
         if group:
             _train_members(group, source, cfg, device, progress, t0)
-        done.update({m.name: m.result for m in group})
+        done.update({m.name: m.result for m in group if m.result is not None})
         ranks.barrier()  # rank 0 has written every run folder
     return {name: done[name] for name in members}
 
 
 def _settings(
-    members: dict[str, tuple[BaseSAE, str | os.PathLike | None]],
+    members: Mapping[str, tuple[BaseSAE, str | os.PathLike | None]],
     source: Any,
     cfg: TrainConfig,
     resume: bool,
@@ -555,7 +555,7 @@ class _Member:
     sae: BaseSAE
     run_path: Path | None
     start: RunStart
-    trainer: Trainer | None = None
+    _trainer: Trainer | None = None
     first_step: int = 0
     checked: int = 0  # steps before this are known to be finite
     last_ckpt: int | None = None
@@ -567,11 +567,24 @@ class _Member:
     ranks: TrainRanks = SINGLE
     """The processes training this member together; rank 0 alone writes its run folder."""
 
+    @property
+    def trainer(self) -> Trainer:
+        """The member's trainer (made by :meth:`begin`)."""
+        if self._trainer is None:
+            raise RuntimeError(f"training group member {self.name}: begin() was not called")
+        return self._trainer
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's config.json contents."""
+        return self.start.config or {}
+
     def begin(self, cfg: TrainConfig, device: torch.device, calib_rows: torch.Tensor) -> None:
         """Restore the checkpoint or fit the normalisation; open the run's files."""
-        self.trainer = trainer = Trainer(self.sae, cfg, device, self.ranks)
+        self._trainer = trainer = Trainer(self.sae, cfg, device, self.ranks)
         if self.start.state is not None:
-            trainer.load_state_dict(self.start.state, f"{self.run_path / CHECKPOINT_FILE}")
+            where = CHECKPOINT_FILE if self.run_path is None else self.run_path / CHECKPOINT_FILE
+            trainer.load_state_dict(self.start.state, str(where))
             self.last_ckpt = trainer.step
             log.info("resuming %s from step %d", self.run_path, trainer.step)
         else:
@@ -580,12 +593,12 @@ class _Member:
         trainer.distribute()
         self.first_step = self.checked = trainer.step
         if self.run_path is not None and self.ranks.main:
-            write_config(self.run_path, self.start.config)
+            write_config(self.run_path, self.config)
             metrics_path = self.run_path / METRICS_FILE
             lines = "".join(f"{line}\n" for line in self.start.metric_lines)
             write_text_atomic(metrics_path, lines)
             self.metrics_file = metrics_path.open("a", encoding="utf-8")
-        self.sinks = open_sinks(self.log_to, self.run_path, self.start.config)  # the same lines
+        self.sinks = open_sinks(self.log_to, self.run_path, self.config)  # the same lines
 
     def step(self, x_BD: torch.Tensor, calib_rows: torch.Tensor, hard_start: int) -> None:
         """One training step with its checks, metrics line and checkpoint."""
@@ -609,7 +622,7 @@ class _Member:
             if bad is not None:
                 raise _diverged(bad, self.checked, step, self.run_path, self.last_ckpt)
             self.checked = trainer.step
-        if at_log:
+        if at_log and stats is not None:
             self.stats = stats
             if self.run_path is not None and self.ranks.main:
                 self.metrics_file.write(json.dumps({"step": step, **stats}) + "\n")
@@ -623,7 +636,7 @@ class _Member:
 
     def checkpoint_now(self) -> None:
         """Write a checkpoint at the current step (if it has a run and is finite)."""
-        trainer = self.trainer
+        trainer = self._trainer
         if self.run_path is None or trainer is None or self.last_ckpt == trainer.step:
             return
         bad = trainer.nonfinite(check_weights=True)
@@ -649,7 +662,7 @@ class _Member:
             last = max(self.checked, cfg.steps - 1)
             raise _diverged(bad, self.checked, last, self.run_path, self.last_ckpt)
         if self.run_path is not None and self.ranks.main:
-            save_finished(self.run_path, self.sae, self.start.config)
+            save_finished(self.run_path, self.sae, self.config)
         self.result = TrainResult(
             self.sae,
             self.run_path,
