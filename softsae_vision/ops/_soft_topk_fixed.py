@@ -51,8 +51,10 @@ def plan_fixed(x_BF: Tensor, k_B: Tensor, alpha: float, k_max: float) -> Plan:
         u_B = solve_threshold(v_BN, k_B, None, plain=False)
         no_dense_B = torch.zeros(B, dtype=torch.bool, device=x_BF.device)
         return Plan(fixed=FixedRows(idx_BN, v_BN - u_B[:, None], no_dense_B, ref_B, u_B))
-    # Candidates tied with the sentinel join its knot, so equal inputs get equal outputs.
-    w_BN = (v_BN > v_BN[:, -1:]).double()
+    # Candidates tied with the sentinel join its knot, so equal inputs get equal outputs. Ties
+    # are decided on the inputs, as the fold's weights are: an entry just above the sentinel
+    # whose knot rounds onto the sentinel's keeps its own knot (else its weight would be lost).
+    w_BN = (vals_BN > vals_BN[:, -1:]).double()
     w_fold_B = ties_B + below_B
     w_BN[:, -1] = w_fold_B
     u_B = solve_threshold(v_BN, k_B, w_BN, plain=False)

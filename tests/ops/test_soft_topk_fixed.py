@@ -133,3 +133,15 @@ def test_no_sync_on_cuda():
     finally:
         torch.cuda.set_sync_debug_mode(0)
     torch.testing.assert_close(p.double(), ref, atol=1e-6, rtol=0)
+
+
+def test_entry_whose_knot_rounds_onto_the_sentinel_keeps_its_weight(fixed):
+    # Found by hypothesis: 2.5e-92 lies above the sentinel (0) but its knot rounds onto the
+    # sentinel's; deciding ties on the knots dropped it from both the candidates and the fold.
+    x = torch.zeros(1, 10, dtype=torch.float64)
+    x[0, 6:9] = 1.0
+    x[0, 9] = 2.4584e-92
+    k = torch.tensor([2.5], dtype=torch.float64)
+    p = soft_topk(x, k, 1.0)
+    torch.testing.assert_close(p.sum(1), k, atol=1e-12, rtol=0)
+    torch.testing.assert_close(p, soft_topk_reference(x, k, 1.0), atol=1e-12, rtol=0)
