@@ -25,9 +25,11 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time __getattr__ im
         BatchTopKSAE,
         MatryoshkaSAE,
         ReLUSAE,
+        Run,
         SAEOutput,
         SoftSAE,
         TopKSAE,
+        load_run,
         load_sae,
     )
     from softsae_vision.training import TrainConfig, evaluate, train
@@ -114,6 +116,7 @@ __all__ = [
     "KMaps",
     "MatryoshkaSAE",
     "ReLUSAE",
+    "Run",
     "SAEOutput",
     "SoftSAE",
     "SoftSAEError",
@@ -130,6 +133,7 @@ __all__ = [
     "hard_topk",
     "k_maps",
     "load_backbone",
+    "load_run",
     "load_sae",
     "model_views",
     "open_store",
