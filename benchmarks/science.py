@@ -36,7 +36,7 @@ from science_report import combine, max_loss_ratio, write_results  # noqa: E402
 
 from softsae_vision.analysis.stats import correlate  # noqa: E402
 from softsae_vision.ops import hard_topk  # noqa: E402
-from softsae_vision.sae.k_targets import allocate, marginal_gains  # noqa: E402
+from softsae_vision.sae.k_targets import allocate  # noqa: E402
 from softsae_vision.training import evaluate, train  # noqa: E402
 
 
@@ -63,8 +63,7 @@ def allocation_fvus(sae, x_BD: torch.Tensor, k: int) -> dict:
     with torch.no_grad():
         xn_BD = sae.normalize(x_BD)
         z_BF = sae.pre_acts(xn_BD)
-        gains_BM = marginal_gains(z_BF, xn_BD - sae.b_dec, sae.W_dec, int(sae.k_max))
-        k_star_B = allocate(gains_BM, k)
+        k_star_B = allocate(sae.gains_and_energy(xn_BD, z_BF)[0], k)
     return {
         "fvu_kstar": fvu_with_counts(sae, x_BD, k_star_B),
         "fvu_const_k": fvu_with_counts(sae, x_BD, torch.full((len(x_BD),), k)),

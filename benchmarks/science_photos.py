@@ -36,7 +36,7 @@ from softsae_vision.backbones import load_backbone
 from softsae_vision.data.extract import extract
 from softsae_vision.data.store_source import StoreSource
 from softsae_vision.demo.images import ASSETS, DemoSettings
-from softsae_vision.sae.k_targets import allocate, marginal_gains
+from softsae_vision.sae.k_targets import allocate
 from softsae_vision.training import evaluate, train
 
 PACKAGE = "plasma-workspace-wallpapers"
@@ -116,7 +116,7 @@ def oracle_allocation(sae, store, layer, rows: np.ndarray) -> np.ndarray:
         b, t, d = acts_BTD.shape
         xn = sae.normalize(acts_BTD.reshape(b * t, d))
         z = sae.pre_acts(xn)
-        gains.append(marginal_gains(z, xn - sae.b_dec, sae.W_dec, int(np.ceil(sae.k_max))))
+        gains.append(sae.gains_and_energy(xn, z)[0])
     k_star = allocate(torch.cat(gains), sae.k)
     return k_star.reshape(len(rows), *store.grid).numpy()
 

@@ -80,10 +80,15 @@ def price(gain_BM: Tensor, mean_k: float, rows: int | None = None) -> Tensor:
 
 
 @torch.no_grad()
+def count_above(gain_BM: Tensor, price_: Tensor) -> Tensor:
+    """Each row's number of positive gains at or above the price λ (B,), float."""
+    return ((gain_BM >= price_) & (gain_BM > 0)).sum(1).float()
+
+
+@torch.no_grad()
 def allocate(gain_BM: Tensor, mean_k: float, rows: int | None = None) -> Tensor:
     """k*_b = number of row b's gains among the round(mean_k·B) largest of the batch (B,)."""
-    chosen_BM = (gain_BM >= price(gain_BM, mean_k, rows)) & (gain_BM > 0)
-    return chosen_BM.sum(1).float()
+    return count_above(gain_BM, price(gain_BM, mean_k, rows))
 
 
 def allocation_regret(k_B: Tensor, gain_BM: Tensor, price_: Tensor) -> Tensor:
@@ -144,15 +149,20 @@ def estimator_loss(
     price and the mean are then the global batch's; the energy normalisation stays per rank).
     """
     lam = price(gain_RM, mean_k, rows)
-    target_R = ((gain_RM >= lam) & (gain_RM > 0)).sum(1).float()
-    k_R = log_k_R.exp()
-    log_err_R = (log_k_R - target_R.clamp_min(1.0).log()).square()
-    regret_R = allocation_regret(k_R, gain_RM, lam) / energy_R.mean().clamp_min(1e-12)
-    per_row = {
-        "log": lambda: log_err_R,
-        "linear": lambda: ((k_R - target_R) / mean_k).square(),
-        "weighted": lambda: log_err_R * energy_R / energy_R.mean().clamp_min(1e-12),
-        "regret": lambda: regret_R,
-        "log+regret": lambda: log_err_R + regret_R,
+    target_R = count_above(gain_RM, lam)
+    mean_energy = energy_R.mean().clamp_min(1e-12)
+
+    def log_err() -> Tensor:
+        return (log_k_R - target_R.clamp_min(1.0).log()).square()
+
+    def regret() -> Tensor:
+        return allocation_regret(log_k_R.exp(), gain_RM, lam) / mean_energy
+
+    per_row = {  # each kind computes only its own terms (the default "log" is on the hot path)
+        "log": log_err,
+        "linear": lambda: ((log_k_R.exp() - target_R) / mean_k).square(),
+        "weighted": lambda: log_err() * energy_R / mean_energy,
+        "regret": regret,
+        "log+regret": lambda: log_err() + regret(),
     }[kind]()
     return batch_group.mean(per_row, rows)

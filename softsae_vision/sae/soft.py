@@ -330,9 +330,7 @@ class SoftSAE(BaseSAE):
         """
         if self.k_signal == "batch":
             return activation_allocation(z_BF, mean_k, rows)
-        width = int(min(self.n_latents, math.ceil(self.k_max)))
-        gains_BM = marginal_gains(z_BF, xn_BD - self.b_dec, self.W_dec, width)
-        return allocate(gains_BM, mean_k, rows)
+        return allocate(self.gains_and_energy(xn_BD, z_BF)[0], mean_k, rows)
 
     def _train_output_target(self, xn_BD: Tensor, z_BF: Tensor, ctx: StepContext) -> TrainOutput:
         """Soft phase with the estimator trained on per-input targets.
