@@ -185,8 +185,8 @@ def combine(paths: list[Path]) -> dict:
     out["seconds"] = sum(p.get("seconds", 0) for p in parts)
     out["note"] = (
         f"Assembled with `--combine` from {len(parts)} partial runs (one process per group of "
-        "regimes or models, run one or two sessions apart on a shared 2-core CPU, one torch "
-        "thread each in the latest); every row of one model on one regime comes from one run."
+        "regimes or models; later runs replace earlier rows model by model); every row of one "
+        "model on one regime comes from one run."
     )
     for part in parts:
         for section in ("synthetic", "photos"):
