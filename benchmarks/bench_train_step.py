@@ -5,8 +5,8 @@
         [--encoder-grad]
 
 Times full optimiser steps (forward, losses, backward, decoder projection, clipping, Adam,
-renormalisation) through the real Trainer, interleaved and median of repeats, for TopK,
-SoftSAE with the paper's k estimator and SoftSAE with the lean one, all in the soft phase
+renormalisation) through the real Trainer, interleaved and median of repeats, for TopK and
+SoftSAE with the priced (default), paper and lean k estimators, all in the soft phase
 (the expensive one: soft top-k plus the estimator's backward). On CUDA each timed step ends
 with a synchronisation. Prints one JSON object.
 
@@ -92,7 +92,8 @@ def step_times(
     k_signal: str = "gain",
     encoder_grad: bool = False,
 ) -> dict:
-    """Median ms per step of TopK, SoftSAE (paper) and SoftSAE (lean), and their ratios.
+    """Median ms per step of TopK and SoftSAE with the priced (default), paper and lean
+    estimators, and their ratios.
 
     With ``encoder_grad`` also each of ENCODER_GRAD_ARCHS with the dense and the sparse
     encoder gradient, timed in the same rounds.
@@ -103,7 +104,8 @@ def step_times(
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     makers: dict[str, Callable[[], object]] = {
         "topk": lambda: TopKSAE(d, latents, k=k),
-        "softsae_paper": lambda: SoftSAE(d, latents, k=k, k_signal=k_signal),
+        "softsae_priced": lambda: SoftSAE(d, latents, k=k, k_signal=k_signal),  # the default
+        "softsae_paper": lambda: SoftSAE(d, latents, k=k, estimator="paper", k_signal=k_signal),
         "softsae_lean": lambda: SoftSAE(d, latents, k=k, estimator="lean", k_signal=k_signal),
     }
     runs: dict[str, tuple[Callable[[], object], bool, str | None]] = {
@@ -136,6 +138,7 @@ def step_times(
         "k_signal": k_signal,
         "sparse_decode_env": os.environ.get(SPARSE_DECODE_ENV, "auto"),
         "ms": {name: round(1000 * t, 2) for name, t in times.items()},
+        "ratio_softsae_priced_over_topk": round(times["softsae_priced"] / times["topk"], 3),
         "ratio_softsae_paper_over_topk": round(times["softsae_paper"] / times["topk"], 3),
         "ratio_softsae_lean_over_topk": round(times["softsae_lean"] / times["topk"], 3),
     }

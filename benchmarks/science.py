@@ -1,9 +1,10 @@
 """The science suite: does k̂ follow the information in the input, on data nobody tuned on?
 
     python benchmarks/science.py [--quick] [--out docs] [--only-synthetic | --only-photos]
-                                 [--regimes a,b] [--models a,b]
+                                 [--regimes a,b] [--models a,b] [--seed N] [--readme README.md]
+    python benchmarks/science.py --combine part1/science.json part2/science.json ...
 
-Trains SoftSAE (our defaults with the paper's and the lean estimator, each design variant) and
+Trains SoftSAE (our default, each other k estimator, each design variant) and
 the paper's recipe run with our code, next to TopK and BatchTopK with the same budget K, on
 
 - synthetic regimes spanning d 64-768, 2-16 atoms per dimension, 1-4 up to 1-64 active atoms
@@ -13,7 +14,8 @@ the paper's recipe run with our code, next to TopK and BatchTopK with the same b
   run time and never committed (``science_photos.py``).
 
 Writes ``science.json`` and ``science.md`` into ``--out`` (docs/ by default: the results
-page). ``--quick`` runs a reduced suite in a few minutes on two CPU cores (tests use it).
+page) and, when writing docs/, the table between README's science-suite markers (its rows are
+``science_models.RECIPES``). ``--quick`` runs a reduced suite in a few minutes on two CPU cores (tests use it).
 """
 
 from __future__ import annotations
@@ -30,14 +32,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from science_models import MODELS, QUICK_MODELS, build  # noqa: E402
+from science_models import MODELS, QUICK_MODELS, RECIPES, build  # noqa: E402
 from science_regimes import QUICK_REGIMES, REGIMES, Regime  # noqa: E402
-from science_report import combine, max_loss_ratio, write_results  # noqa: E402
+from science_report import (  # noqa: E402
+    combine,
+    differ_table,
+    max_loss_ratio,
+    update_readme,
+    write_results,
+)
 
 from softsae_vision.analysis.stats import correlate  # noqa: E402
 from softsae_vision.ops import hard_topk  # noqa: E402
 from softsae_vision.sae.k_targets import allocate  # noqa: E402
 from softsae_vision.training import evaluate, train  # noqa: E402
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs"
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -70,11 +80,14 @@ def allocation_fvus(sae, x_BD: torch.Tensor, k: int) -> dict:
     }
 
 
-def run_model(name: str, regime: Regime, x_train, x_test, n_test, steps: int, workdir: Path):
-    """Train one model on one regime; return its held-out metrics."""
-    sae, cfg = build(name, regime.d, regime.n_latents, regime.k, steps)
+def run_model(
+    name: str, regime: Regime, x_train, x_test, n_test, steps: int, workdir: Path, seed: int = 0
+):
+    """Train one model on one regime (initialisation and batch order from ``seed``); return its
+    held-out metrics."""
+    sae, cfg = build(name, regime.d, regime.n_latents, regime.k, steps, seed=seed)
     t0 = time.perf_counter()
-    run_dir = workdir / f"{regime.name}-{name}"
+    run_dir = workdir / f"{regime.name}-{name}-{seed}"
     train(sae, x_train, cfg, run_dir=run_dir, progress=False)
     seconds = time.perf_counter() - t0
     sae = sae.cpu().eval()
@@ -98,15 +111,20 @@ def run_model(name: str, regime: Regime, x_train, x_test, n_test, steps: int, wo
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
 
-def run_synthetic(regimes, models, steps, n_train, workdir, log, save) -> dict:
-    """Every model on every regime; ``save(results)`` after each model (partial results)."""
+def run_synthetic(regimes, models, steps, n_train, workdir, log, save, seed: int = 0) -> dict:
+    """Every model on every regime; ``save(results)`` after each model (partial results).
+
+    The data are the same for every seed; a seed other than 0 changes each model's
+    initialisation and batch order, and its rows are named "<model> (seed <seed>)".
+    """
     results: dict = {}
     for regime in regimes:
         x_train, _ = regime.data.generate(n_train, seed=1)
         x_test, n_test = regime.data.generate(4000, seed=2)
         results[regime.name] = {"regime": regime.describe(), "models": {}}
         for name in models:
-            row = run_model(name, regime, x_train, x_test, n_test, steps, workdir)
+            row = run_model(name, regime, x_train, x_test, n_test, steps, workdir, seed)
+            name = name if seed == 0 else f"{name} (seed {seed})"
             results[regime.name]["models"][name] = row
             save(results)
             log(
@@ -119,7 +137,13 @@ def run_synthetic(regimes, models, steps, n_train, workdir, log, save) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="reduced suite (a few minutes on CPU)")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs"))
+    ap.add_argument("--out", default=str(DEFAULT_OUT))
+    ap.add_argument(
+        "--readme",
+        default=None,
+        help="README whose science-suite table to rewrite (default: the repository's README "
+        "when --out is the default docs folder; '' for none)",
+    )
     ap.add_argument("--regimes", default=None, help="comma-separated regime names")
     ap.add_argument("--models", default=None, help="comma-separated model names")
     ap.add_argument("--steps", type=int, default=None, help="override training steps")
@@ -129,6 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--photo-sets", default="bundled,wallpapers", help="photo sets to measure")
     ap.add_argument("--threads", type=int, default=None, help="torch threads")
     ap.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="models' initialisation and batch-order seed (synthetic regimes; rows of a seed "
+        "other than 0 are named '<model> (seed N)', so runs of several seeds can be combined)",
+    )
+    ap.add_argument(
         "--combine",
         nargs="+",
         default=None,
@@ -136,8 +167,17 @@ def main(argv: list[str] | None = None) -> int:
         help="write the page from science.json files of partial runs instead of training",
     )
     args = ap.parse_args(argv)
+    readme = args.readme
+    if readme is None and Path(args.out).resolve() == DEFAULT_OUT:
+        readme = str(DEFAULT_OUT.parent / "README.md")
+
+    def publish(results: dict) -> None:
+        write_results(results, Path(args.out))
+        if readme:
+            update_readme(Path(readme), differ_table(results, RECIPES, "wallpapers"))
+
     if args.combine:
-        write_results(combine([Path(p) for p in args.combine]), Path(args.out))
+        publish(combine([Path(p) for p in args.combine]))
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -166,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 write_results({**results, "synthetic": synthetic}, Path(args.out))
 
             results["synthetic"] = run_synthetic(
-                regimes, models, steps, n_train, Path(tmp), log, save
+                regimes, models, steps, n_train, Path(tmp), log, save, args.seed
             )
         if not args.only_synthetic:
             from science_photos import run_photos
@@ -180,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                 sets=tuple(args.photo_sets.split(",")),
             )
     results["seconds"] = time.perf_counter() - t0
-    write_results(results, Path(args.out))
+    publish(results)
     log(f"wrote {Path(args.out) / 'science.md'} in {results['seconds']:.0f} s")
     return 0
 

@@ -14,8 +14,10 @@ BASE_TRAINING = dict(batch_size=256, lr=3e-3, device="cpu", log_every=10, checkp
 PAPER = {"estimator": "paper"}
 
 MODELS: dict[str, tuple[str, dict, dict]] = {
-    # our defaults (k̂ regressed on marginal-gain targets), with each k estimator
+    # our defaults (k̂ regressed on marginal-gain targets; the "priced" estimator), and each
+    # other k estimator with the same targets
     "softsae": ("softsae", {}, {}),
+    "softsae-paper": ("softsae", {"estimator": "paper"}, {}),
     "softsae-lean": ("softsae", {"estimator": "lean"}, {}),
     "softsae-gains": ("softsae", {"estimator": "gains"}, {}),
     "softsae-loggains": ("softsae", {"estimator": "loggains"}, {}),
@@ -57,6 +59,31 @@ MODELS: dict[str, tuple[str, dict, dict]] = {
 }
 
 QUICK_MODELS = ("softsae", "paper-recipe", "topk", "batchtopk")
+
+RECIPES: dict[str, str] = {
+    "paper-recipe": "the paper's recipe run with our code (k_max = 2·d, gradient through the "
+    "soft top-k into the latents, k annealed from d, no calibration)",
+    "soft-detached": "the paper's signal, soft top-k reading detached latents, k_max = 4·K, "
+    "calibrated (`--k-signal soft --estimator paper`)",
+    "soft-selgrad": "same, selection gradient on (`--selection-grad`)",
+    "target-batch": "k̂ regressed on BatchTopK's allocation of the activations "
+    "(`--k-signal batch --estimator paper`)",
+    "gain-lr1": "k̂ regressed on the marginal-gain allocation (`--k-signal gain`), paper's "
+    "estimator at the full learning rate",
+    "softsae-paper": "same, paper's estimator, its rate scaled to its size "
+    "(`--estimator paper`; the previous default)",
+    "softsae-lean": "same, lean estimator (`--estimator lean`)",
+    "softsae-gains": "same, estimator reading the SAE's own marginal gains as shares of the "
+    "input's energy (`--estimator gains`)",
+    "softsae-loggains": "same, reading their logs (`--estimator loggains`)",
+    "softsae": "**our default**: same, reading the gains both as shares and against the "
+    "budget's running price (`--estimator priced`)",
+    "loss-regret": "the paper's estimator scored by the reconstruction a wrong count costs "
+    "(`k_loss=\"regret\"`)",
+    "topk": "TopK, same K",
+    "batchtopk": "BatchTopK, same K (inference threshold learnt in training)",
+}
+"""README's "where we differ" table: the models it lists, in order, and how it names them."""
 
 
 def build(name: str, d: int, n_latents: int, k: int, steps: int, seed: int = 0, **training):

@@ -43,6 +43,7 @@ PACKAGE = "plasma-workspace-wallpapers"
 TILE, GRID = 224, 3
 PHOTO_MODELS = (
     "softsae",
+    "softsae-paper",
     "softsae-lean",
     "softsae-gains",
     "softsae-loggains",

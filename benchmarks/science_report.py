@@ -127,6 +127,49 @@ def _ci(row: dict, key: str) -> str:
     return f"{stat['r']:.2f} [{stat['ci_low']:.2f}, {stat['ci_high']:.2f}]"
 
 
+README_START = "<!-- science-suite table: written by benchmarks/science.py, do not edit -->"
+README_END = "<!-- end of science-suite table -->"
+
+
+def differ_table(results: dict, recipes: dict[str, str], photo_set: str) -> list[str]:
+    """README's table: each recipe's suite summary, FVU against TopK's, one photo set."""
+    synthetic = results.get("synthetic", {})
+    photos = results.get("photos", {}).get(photo_set, {}).get("models", {})
+    lines = [
+        "| recipe | regimes | mean ρ(L0, true k) | min ρ | mean FVU | FVU ≤ TopK's | "
+        f"worst realised L0 vs K | worst loss spike | {photo_set}: ρ(k, JPEG bpp) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for model, recipe in recipes.items():
+        regimes = [res["models"] for res in synthetic.values() if model in res["models"]]
+        if not regimes:
+            continue
+        rows = [m[model] for m in regimes]
+        rho = [r["spearman_l0"] for r in rows if r["spearman_l0"] is not None]
+        vs_topk = [m[model]["fvu"] <= m["topk"]["fvu"] for m in regimes if "topk" in m]
+        worst = max(rows, key=lambda r: abs(r["l0_over_k"] - 1))["l0_over_k"] - 1
+        photo = photos.get(model, {}).get("image_jpeg_bpp")
+        lines.append(
+            f"| {recipe} | {len(rows)} | {_fmt(float(np.mean(rho)) if rho else None)} | "
+            f"{_fmt(float(np.min(rho)) if rho else None)} | "
+            f"{_fmt(float(np.mean([r['fvu'] for r in rows])), 3)} | "
+            f"{sum(vs_topk)} of {len(vs_topk)} | {worst:+.1%} | "
+            f"{max(r['max_loss_ratio'] for r in rows):.1f}× | "
+            f"{_fmt(photo['r']) if photo and photo.get('r') is not None else 'not run'} |"
+        )
+    return lines
+
+
+def update_readme(readme: Path, table: list[str]) -> None:
+    """Replace the lines between README's science-suite markers with ``table``."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise SystemExit(f"{readme} has no science-suite markers ({README_START!r} … end)")
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    write_text_atomic(readme, head + README_START + "\n" + "\n".join(table) + "\n" + README_END + tail)
+
+
 def write_results(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "science.json", results)
@@ -183,8 +226,9 @@ def combine(paths: list[Path]) -> dict:
     parts = [json.loads(Path(p).read_text()) for p in paths]
     out: dict = {k: parts[0][k] for k in ("quick", "steps", "torch")}
     out["seconds"] = sum(p.get("seconds", 0) for p in parts)
+    out["parts"] = sum(p.get("parts", 1) for p in parts)  # a combined part counts its own
     out["note"] = (
-        f"Assembled with `--combine` from {len(parts)} partial runs (one process per group of "
+        f"Assembled with `--combine` from {out['parts']} partial runs (one process per group of "
         "regimes or models; later runs replace earlier rows model by model); every row of one "
         "model on one regime comes from one run."
     )

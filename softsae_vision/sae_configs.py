@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 
 from softsae_vision.errors import SoftSAEError
 
-Estimator = Literal["paper", "lean", "gains", "loggains"]
+Estimator = Literal["paper", "lean", "gains", "loggains", "priced"]
 """SoftSAE's k estimators (see ``SoftSAE``)."""
 KSignal = Literal["soft", "gain", "batch"]
 """How SoftSAE's k̂ learns (see ``SoftSAE``)."""
@@ -132,10 +132,11 @@ class SoftSAEConfig(SAEConfig):
     k_max: float | None = None
     """Largest predicted k̂ (default 4·K, at most n_latents − 1)."""
 
-    estimator: Estimator = "paper"
+    estimator: Estimator = "priced"
     """k estimator: "paper" (an MLP on the input, n_latents wide), "lean" (a small MLP on the
-    encoder's pre-activations), "gains" / "loggains" (a small MLP on the SAE's own marginal
-    gains: as shares of the input's energy / their logs)."""
+    encoder's pre-activations), "gains" / "loggains" / "priced" (a small MLP on the SAE's own marginal
+    gains: as shares of the input's energy / their logs / both shares and gains against the
+    budget's running price)."""
 
     estimator_hidden: int | None = None
     """k-estimator hidden width (default: n_latents for "paper", 64 otherwise)."""

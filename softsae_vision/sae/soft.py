@@ -49,6 +49,7 @@ from softsae_vision.sae.k_targets import (
     allocate,
     estimator_loss,
     marginal_gains,
+    price,
 )
 from softsae_vision.sae.topk import check_k
 from softsae_vision.sae_configs import Estimator, KLoss, KSignal, SoftSAEConfig
@@ -60,6 +61,8 @@ GAIN_FLOOR = 1e-6
 """Gains below this (in units of the normalised input's energy, E‖x̃‖² = 1) read as this."""
 ESTIMATOR_STEP_ANCHOR = 512 * 8.0
 """h·√d of the largest estimator trained at the full learning rate (512 hidden, d 64)."""
+PRICE_MOMENTUM = 0.9
+"""Weight of the running price λ̄ against each new batch's price (the "priced" estimator)."""
 TARGET_ROWS = 512
 """Rows per step for which the k target is computed (bounds its (rows, k_max, d) gather)."""
 
@@ -68,8 +71,8 @@ TARGET_ROWS = 512
 class SoftSAE(BaseSAE):
     """Dynamic top-k SAE with a learned per-input k̂.
 
-    Four k estimators:
-    - ``"paper"`` (default): MLP(x̃ − b_dec) with d → h → 1, h = n_latents by default and the
+    Five k estimators:
+    - ``"paper"``: MLP(x̃ − b_dec) with d → h → 1, h = n_latents by default and the
       first layer initialised as a copy of W_enc (as in the paper). Costs about one more
       encoder matmul.
     - ``"lean"``: MLP over the encoder's own (detached) pre-activations, F → h → 1 with
@@ -83,16 +86,23 @@ class SoftSAE(BaseSAE):
       photographs of wide dynamic range it tracks image complexity worse.
     - ``"loggains"``: the same MLP over the log of each candidate's absolute gain (counting
       gains above a price is then linear in its input) and the log energy.
+    - ``"priced"`` (default): the same MLP over both scales at once: each gain as a share of the row's
+      energy, each gain against the budget's price λ̄ as asinh(Δ_j / λ̄), and the log energy.
+      λ̄ (the ``gain_price`` buffer) is a running mean of the batch prices k* is allocated at,
+      so the features say directly how many candidates are worth their cost (k* counts the
+      gains above λ), at any energy scale; asinh keeps them bounded and signed. The gains cost
+      one (M, d) gather and an M × M Gram matrix per input, about one encoder matmul at M = 4K.
     The science suite (docs/science.md) compares them on every regime and photo set.
     """
 
     config_class = SoftSAEConfig
     k_calibration: Tensor  # () buffer: the k̂ logit offset fitted by ``calibrate``
+    gain_price: Tensor  # () buffer of the "priced" estimator: the running price λ̄
     k_loss: KLoss
     predicts_k = True
     calibrates_k = True
     # Runs saved before these hyperparameters existed were trained with these values.
-    legacy_hparams = {"k_signal": "soft", "estimator_lr_scale": 1.0}
+    legacy_hparams = {"k_signal": "soft", "estimator_lr_scale": 1.0, "estimator": "paper"}
 
     def __init__(
         self,
@@ -100,7 +110,7 @@ class SoftSAE(BaseSAE):
         n_latents: int,
         k: float = 32,
         k_max: float | None = None,
-        estimator: Estimator = "paper",
+        estimator: Estimator = "priced",
         estimator_hidden: int | None = None,
         k_loss_coeff: float = 1.0,
         k_loss_beta: float = 5.0,
@@ -140,6 +150,7 @@ class SoftSAE(BaseSAE):
             "lean": n_latents,
             "gains": int(min(n_latents, math.ceil(self.k_max))) + 1,
             "loggains": int(min(n_latents, math.ceil(self.k_max))) + 1,
+            "priced": 2 * int(min(n_latents, math.ceil(self.k_max))) + 1,
         }[estimator]
         if estimator_lr_scale is None:
             estimator_lr_scale = min(1.0, ESTIMATOR_STEP_ANCHOR / (hidden * math.sqrt(d_est)))
@@ -160,6 +171,8 @@ class SoftSAE(BaseSAE):
             last.weight.mul_(1e-2)
             last.bias.zero_()
         self.register_buffer("k_calibration", torch.zeros(()))
+        if estimator == "priced":  # 0 until the first training step sets it
+            self.register_buffer("gain_price", torch.zeros(()))
 
     @property
     def target_l0(self) -> float:
@@ -210,6 +223,10 @@ class SoftSAE(BaseSAE):
             elif self.estimator == "loggains":
                 gains_BM, energy_B1 = gains or self.gains_and_energy(xn_BD, z_BF)
                 h = torch.cat([gains_BM.clamp_min(GAIN_FLOOR).log(), energy_B1.log()], dim=1)
+            elif self.estimator == "priced":
+                gains_BM, energy_B1 = gains or self.gains_and_energy(xn_BD, z_BF)
+                priced_BM = torch.asinh(gains_BM / self.gain_price.clamp_min(GAIN_FLOOR))
+                h = torch.cat([gains_BM / energy_B1, priced_BM, energy_B1.log()], dim=1)
             else:
                 h = (z_BF if z_BF is not None else self.pre_acts(xn_BD)).detach().float()
             return self.k_estimator(h).squeeze(-1)
@@ -343,8 +360,13 @@ class SoftSAE(BaseSAE):
         # the batch's first TARGET_ROWS rows (under DDP: the global batch's, rank 0's first)
         rows, rows_all = batch_group.prefix_rows(len(xn_BD), TARGET_ROWS)
         # the gain-reading estimators read every row's gains: computed once, reused for the target
-        reads_gains = self.estimator in ("gains", "loggains")
+        reads_gains = self.estimator in ("gains", "loggains", "priced")
         gains = self.gains_and_energy(xn_BD, z_BF) if reads_gains else None
+        lam = None
+        if gains is not None and self.k_signal != "batch":
+            lam = price(gains[0][:rows], ctx.k_target, rows_all)
+            if self.estimator == "priced":
+                self._track_price(lam)
         logits_B = self.k_logits(xn_BD, z_BF, gains)
         # log k̂ before clamping to [1, k_max], so rows below 1 still learn
         log_k_R = math.log(self.k_max) + F.logsigmoid(logits_B[:rows] + self.k_calibration)
@@ -356,7 +378,7 @@ class SoftSAE(BaseSAE):
                 gains = self.gains_and_energy(xn_BD[:rows], z_BF[:rows])
             gains_RM, energy_R = gains[0][:rows], gains[1][:rows, 0]
             k_loss = estimator_loss(
-                self.k_loss, log_k_R, gains_RM, ctx.k_target, energy_R, rows_all
+                self.k_loss, log_k_R, gains_RM, ctx.k_target, energy_R, rows_all, lam
             )
         k_hat_B = self.k_from_logits(logits_B.detach())
         codes_BF, x_hat_BD = self._soft_codes(z_BF, k_hat_B, ctx.alpha)
@@ -367,6 +389,17 @@ class SoftSAE(BaseSAE):
             extra_losses={"k": self.k_loss_coeff * k_loss},
             k_hat=k_hat_B,
         )
+
+    @torch.no_grad()
+    def _track_price(self, lam: Tensor) -> None:
+        """Move ``gain_price`` λ̄ towards this batch's price (the first batch sets it), no sync.
+
+        A price at or below 0 (an untrained SAE whose budget exceeds its useful latents) counts
+        as ``GAIN_FLOOR``, so λ̄ stays a positive scale for the features.
+        """
+        lam = lam.clamp_min(GAIN_FLOOR)
+        tracked = PRICE_MOMENTUM * self.gain_price + (1 - PRICE_MOMENTUM) * lam
+        self.gain_price.copy_(torch.where(self.gain_price > 0, tracked, lam))
 
     @torch.no_grad()
     def calibrate(self, xn_batches: list[Tensor]) -> float:

@@ -4,7 +4,9 @@ import torch
 from softsae_vision import SoftSAEError
 from softsae_vision.ops import soft_topk
 from softsae_vision.sae import BatchTopKSAE, MatryoshkaSAE, ReLUSAE, SoftSAE, StepContext, TopKSAE
+from softsae_vision.sae.k_targets import marginal_gains, price
 from softsae_vision.sae.matryoshka import group_sizes
+from softsae_vision.sae.soft import ESTIMATORS, GAIN_FLOOR, PRICE_MOMENTUM
 
 D, F = 16, 64
 
@@ -88,7 +90,7 @@ class TestSoftSAE:
         assert k.dtype == torch.float32
         assert torch.allclose(k, sae.predict_k(x))
 
-    @pytest.mark.parametrize("estimator", ["paper", "lean"])
+    @pytest.mark.parametrize("estimator", ESTIMATORS)
     def test_soft_phase_trains_estimator_and_hard_phase_freezes_it(self, estimator):
         sae = SoftSAE(D, F, k=4, estimator=estimator, estimator_hidden=8)
         xn = torch.randn(10, D)
@@ -101,6 +103,38 @@ class TestSoftSAE:
         (out.x_hat - xn).pow(2).sum().backward()
         assert sae.k_estimator[2].weight.grad is None
         assert sae.W_enc.grad.abs().sum() > 0
+
+    def test_priced_estimator_tracks_the_batch_price_and_reads_gains_against_it(self):
+        torch.manual_seed(0)
+        sae = SoftSAE(D, F, k=1, k_max=16, estimator="priced", estimator_hidden=8, seed=0)
+        assert float(sae.gain_price) == 0.0
+        xn1, xn2 = torch.randn(40, D), 3 * torch.randn(40, D)
+        ctx = StepContext(phase="soft", alpha=1e-2, k_target=1.0)
+
+        def batch_price(xn):
+            gains_BM, _ = sae.gains_and_energy(xn)
+            return price(gains_BM, 1.0).clamp_min(GAIN_FLOOR)  # random weights: may be < 0
+
+        lam1 = batch_price(xn1)
+        assert lam1 > 10 * GAIN_FLOOR
+        sae.train_output(xn1, ctx)
+        torch.testing.assert_close(sae.gain_price, lam1)  # the first batch sets it
+        lam2 = batch_price(xn2)
+        sae.train_output(xn2, ctx)
+        expected = PRICE_MOMENTUM * lam1 + (1 - PRICE_MOMENTUM) * lam2
+        torch.testing.assert_close(sae.gain_price, expected)
+        # the features: gains as shares of energy, asinh(gain / λ̄), log energy
+        seen = []
+        sae.k_estimator[0].register_forward_hook(lambda m, args, out: seen.append(args[0]))
+        sae.predict_k_normalized(xn1)
+        gains_BM = marginal_gains(sae.pre_acts(xn1), xn1 - sae.b_dec, sae.W_dec, 16)
+        energy_B1 = (xn1 - sae.b_dec).square().sum(1, keepdim=True)
+        h = seen[0]
+        assert h.shape == (40, 2 * 16 + 1)
+        torch.testing.assert_close(h[:, :16], gains_BM / energy_B1)
+        torch.testing.assert_close(h[:, 16:32], torch.asinh(gains_BM / sae.gain_price))
+        assert float(sae.gain_price) > 0
+        torch.testing.assert_close(h[:, 32], energy_B1[:, 0].log())
 
     def test_soft_codes_are_latents_times_weights_summing_to_k(self):
         sae = SoftSAE(D, F, k=4)
@@ -200,6 +234,7 @@ ARCH_MAKERS = {
     "matryoshka": lambda: MatryoshkaSAE(D, 256, k=5),
     "softsae_soft": lambda: SoftSAE(D, 256, k=5),
     "softsae_hard": lambda: SoftSAE(D, 256, k=5, estimator="lean"),
+    "softsae_priced": lambda: SoftSAE(D, 256, k=5, estimator="priced"),
 }
 
 

@@ -22,6 +22,7 @@ def make_all(d=D, f=F):
     return [
         SoftSAE(d, f, k=4),
         SoftSAE(d, f, k=4, estimator="lean", estimator_hidden=8),
+        SoftSAE(d, f, k=4, estimator="priced", estimator_hidden=8),
         TopKSAE(d, f, k=4),
         BatchTopKSAE(d, f, k=4),
         MatryoshkaSAE(d, f, k=4),
