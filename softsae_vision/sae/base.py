@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
@@ -96,6 +97,22 @@ class TrainOutput:
     encoding: SparseEncoding | None = None  # set when pre_acts is detached (sparse gradient)
 
 
+INIT_STREAM_SALT = 0x5AE1
+"""Mixed into an SAE's seed before it seeds the initial dictionary (see ``init_stream_seed``)."""
+
+
+def init_stream_seed(seed: int | None) -> int:
+    """The seed of the random stream an SAE's initial dictionary is drawn from.
+
+    Not ``seed`` itself: ``torch.Generator().manual_seed(s)`` then ``randn(n, d)`` is also how
+    data are commonly drawn (``SyntheticSparseData``'s dictionary is), and an SAE initialised
+    from the same stream starts *at* the true dictionary. Before this salt the science suite's
+    seed-0 runs did exactly that. The seed is mixed with a salt through numpy's SeedSequence.
+    """
+    entropy = [0 if seed is None else int(seed), INIT_STREAM_SALT]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
 class BaseSAE(nn.Module):
     """Shared parameters, normalisation and I/O; subclasses define latent selection."""
 
@@ -121,7 +138,7 @@ class BaseSAE(nn.Module):
             raise SoftSAEError(f"d_in and n_latents must be positive, got {d_in}, {n_latents}")
         self.d_in = int(d_in)
         self.n_latents = int(n_latents)
-        gen = torch.Generator().manual_seed(0 if seed is None else seed)
+        gen = torch.Generator().manual_seed(init_stream_seed(seed))
         w_dec_FD = torch.randn(n_latents, d_in, generator=gen)
         w_dec_FD /= w_dec_FD.norm(dim=1, keepdim=True)
         self.W_dec = nn.Parameter(w_dec_FD)

@@ -132,3 +132,18 @@ def test_decoder_gradient_projection_and_renorm():
         sae.W_dec.mul_(3)
     sae.normalize_decoder()
     assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(F), atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_initial_dictionary_is_not_the_synthetic_dictionary_of_the_same_seed(seed):
+    """An SAE must not start at the ground truth: its init stream is salted, not ``seed``.
+
+    Both used to be ``randn`` from a generator seeded with ``seed``, so every seed-0 SAE on
+    seed-0 synthetic data began with the true atoms among its decoder rows.
+    """
+    from softsae_vision.data.synthetic import SyntheticSparseData
+
+    atoms_AD = SyntheticSparseData(d=D, n_atoms=4 * D, seed=seed).atoms()
+    for sae in (TopKSAE(D, F, k=4, seed=seed), SoftSAE(D, F, k=4, seed=seed)):
+        cos_FA = torch.nn.functional.normalize(sae.W_dec, dim=1) @ atoms_AD.T
+        assert cos_FA.abs().max() < 0.95

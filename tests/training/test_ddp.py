@@ -25,8 +25,12 @@ from tests.training import _ddp_script as script
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(script.__file__)
-TOLERANCE = 1e-5
-"""Largest ‖a − b‖ / ‖a‖ of any weight tensor between the 1- and 2-process runs (fp32)."""
+TOLERANCE = 1e-4
+"""Largest ‖a − b‖ / ‖a‖ of any weight tensor between the 1- and 2-process runs (fp32).
+
+The two sum each gradient in a different order; from a random initialisation the rounding
+differences reach about 4e-5 on the smallest tensor (b_dec) within the run. A wrong reduction
+(a sum instead of a mean, a rank's rows missing) shows as differences of 1e-2 and more."""
 
 
 def _env() -> dict[str, str]:

@@ -32,16 +32,18 @@ def cfg(**kw):
     ],
 )
 def test_every_architecture_learns(make, tmp_path):
+    # From a random dictionary (not the data's own atoms: the init stream is salted), 150 steps
+    # take every architecture's MSE to 0.40-0.57 of its first step's (ReLU + L1: 0.03).
     sae = make()
-    train(sae, DATA, cfg(steps=60), run_dir=tmp_path / "run", progress=False)
+    train(sae, DATA, cfg(steps=150), run_dir=tmp_path / "run", progress=False)
     lines = [json.loads(s) for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert lines[-1]["mse"] < 0.6 * lines[0]["mse"]
+    assert lines[-1]["mse"] < 0.65 * lines[0]["mse"]
     for key in ("loss", "mse", "aux", "l0_mean", "l0_std", "dead_frac", "lr", "alpha"):
         assert key in lines[-1]
     if isinstance(sae, SoftSAE):
         assert {"k_hat_mean", "k_hat_std", "k_hat_min", "k_hat_max", "loss_k"} <= set(lines[0])
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["status"] == "complete" and config["training"]["steps"] == 60
+    assert config["status"] == "complete" and config["training"]["steps"] == 150
     loaded = load_sae(tmp_path / "run")
     assert torch.equal(loaded.encode(DATA[:50]), sae.encode(DATA[:50]))
 
