@@ -70,14 +70,17 @@ RECIPES: dict[str, str] = {
     "(`--k-signal batch --estimator paper`)",
     "gain-lr1": "k̂ regressed on the marginal-gain allocation (`--k-signal gain`), paper's "
     "estimator at the full learning rate",
-    "softsae-paper": "same, paper's estimator, its rate scaled to its size "
-    "(`--estimator paper`; the previous default)",
-    "softsae-lean": "same, lean estimator (`--estimator lean`)",
-    "softsae-gains": "same, estimator reading the SAE's own marginal gains as shares of the "
-    "input's energy (`--estimator gains`)",
-    "softsae-loggains": "same, reading their logs (`--estimator loggains`)",
-    "softsae": "**our default**: same, reading the gains both as shares and against the "
-    "budget's running price (`--estimator priced`)",
+    "softsae-paper": "k̂ regressed on the marginal-gain allocation, the paper's estimator at a "
+    "rate scaled to its size (`--estimator paper`; the previous default)",
+    "softsae-lean": "k̂ regressed on the marginal-gain allocation, lean estimator "
+    "(`--estimator lean`)",
+    "softsae-gains": "k̂ regressed on the marginal-gain allocation, estimator reading the SAE's "
+    "own marginal gains as shares of the input's energy (`--estimator gains`)",
+    "softsae-loggains": "k̂ regressed on the marginal-gain allocation, estimator reading the "
+    "gains' logs (`--estimator loggains`)",
+    "softsae": "**our default**: k̂ regressed on the marginal-gain allocation, estimator "
+    "reading the gains both as shares and against the budget's running price "
+    "(`--estimator priced`)",
     "loss-regret": "the paper's estimator scored by the reconstruction a wrong count costs "
     "(`k_loss=\"regret\"`)",
     "topk": "TopK, same K",

@@ -184,6 +184,8 @@ def write_results(results: dict, out: Path) -> None:
     ]
     if results.get("note"):
         lines += [results["note"], ""]
+    if results.get("caveat"):
+        lines += [f"**Caveat.** {results['caveat']}", ""]
     if "synthetic" in results:
         lines += [
             "## Synthetic regimes (held-out data, true number of active atoms known)",
@@ -232,6 +234,9 @@ def combine(paths: list[Path]) -> dict:
         "regimes or models; later runs replace earlier rows model by model); every row of one "
         "model on one regime comes from one run."
     )
+    caveats = [p["caveat"] for p in parts if p.get("caveat")]
+    if caveats:  # what a part's reader must know (e.g. how its rows were produced)
+        out["caveat"] = " ".join(dict.fromkeys(caveats))
     for part in parts:
         for section in ("synthetic", "photos"):
             for name, res in part.get(section, {}).items():
