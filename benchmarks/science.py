@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from science_models import MODELS, QUICK_MODELS, RECIPES, build  # noqa: E402
+from science_models import BASE_TRAINING, MODELS, QUICK_MODELS, RECIPES, build  # noqa: E402
 from science_regimes import QUICK_REGIMES, REGIMES, Regime  # noqa: E402
 from science_report import (  # noqa: E402
     combine,
@@ -111,11 +111,14 @@ def run_model(
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
 
-def run_synthetic(regimes, models, steps, n_train, workdir, log, save, seed: int = 0) -> dict:
+def run_synthetic(
+    regimes, models, steps, n_train, workdir, log, save, seed: int = 0, suffix: str = ""
+) -> dict:
     """Every model on every regime; ``save(results)`` after each model (partial results).
 
     The data are the same for every seed; a seed other than 0 changes each model's
     initialisation and batch order, and its rows are named "<model> (seed <seed>)".
+    ``suffix`` is appended to every row's name (e.g. " (one pass)").
     """
     results: dict = {}
     for regime in regimes:
@@ -124,7 +127,7 @@ def run_synthetic(regimes, models, steps, n_train, workdir, log, save, seed: int
         results[regime.name] = {"regime": regime.describe(), "models": {}}
         for name in models:
             row = run_model(name, regime, x_train, x_test, n_test, steps, workdir, seed)
-            name = name if seed == 0 else f"{name} (seed {seed})"
+            name = (name if seed == 0 else f"{name} (seed {seed})") + suffix
             results[regime.name]["models"][name] = row
             save(results)
             log(
@@ -152,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--photo-cache", default=None, help="where fetched photographs are kept")
     ap.add_argument("--photo-sets", default="bundled,wallpapers", help="photo sets to measure")
     ap.add_argument("--threads", type=int, default=None, help="torch threads")
+    ap.add_argument(
+        "--one-pass",
+        action="store_true",
+        help="train on steps × batch fresh rows (each seen once, as from a large store) instead "
+        "of 20,000 rows reused for every epoch; rows are named '<model> (one pass)'",
+    )
     ap.add_argument(
         "--seed",
         type=int,
@@ -193,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown models {sorted(unknown)}; known: {sorted(MODELS)}")
     steps = args.steps or (400 if args.quick else 1500)
     n_train = 8000 if args.quick else 20000
+    suffix = ""
+    if args.one_pass:  # fresh rows every step, as on a large store: no row is seen twice
+        n_train, suffix = steps * BASE_TRAINING["batch_size"], " (one pass)"
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -206,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 write_results({**results, "synthetic": synthetic}, Path(args.out))
 
             results["synthetic"] = run_synthetic(
-                regimes, models, steps, n_train, Path(tmp), log, save, args.seed
+                regimes, models, steps, n_train, Path(tmp), log, save, args.seed, suffix
             )
         if not args.only_synthetic:
             from science_photos import run_photos
