@@ -1,7 +1,8 @@
 """The science suite: does k̂ follow the information in the input, on data nobody tuned on?
 
     python benchmarks/science.py [--quick] [--out docs] [--only-synthetic | --only-photos]
-                                 [--regimes a,b] [--models a,b] [--seed N] [--readme README.md]
+                                 [--regimes a,b] [--models a,b] [--seed N] [--one-pass]
+                                 [--readme README.md]
     python benchmarks/science.py --combine part1/science.json part2/science.json ...
 
 Trains SoftSAE (our default, each other k estimator, each design variant) and
