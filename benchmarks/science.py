@@ -112,6 +112,21 @@ def run_model(
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
 
+GENERATE_CHUNK = 20000
+"""Rows drawn per call: a regime's (rows, atoms) coefficient matrix is dense, and 384k rows of
+2048 atoms (``--one-pass``) got two suite processes killed for memory."""
+
+
+def training_rows(regime: Regime, n: int) -> torch.Tensor:
+    """n training rows (n, d): chunk i drawn with seed 1 + 1000·i (the first chunk is the
+    suite's usual 20,000-row training set)."""
+    chunks = [
+        regime.data.generate(min(GENERATE_CHUNK, n - start), seed=1 + 1000 * i)[0]
+        for i, start in enumerate(range(0, n, GENERATE_CHUNK))
+    ]
+    return torch.cat(chunks)
+
+
 def run_synthetic(
     regimes, models, steps, n_train, workdir, log, save, seed: int = 0, suffix: str = ""
 ) -> dict:
@@ -123,7 +138,7 @@ def run_synthetic(
     """
     results: dict = {}
     for regime in regimes:
-        x_train, _ = regime.data.generate(n_train, seed=1)
+        x_train = training_rows(regime, n_train)
         x_test, n_test = regime.data.generate(4000, seed=2)
         results[regime.name] = {"regime": regime.describe(), "models": {}}
         for name in models:
