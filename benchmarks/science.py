@@ -16,7 +16,8 @@ the paper's recipe run with our code, next to TopK and BatchTopK with the same b
 
 Writes ``science.json`` and ``science.md`` into ``--out`` (docs/ by default: the results
 page) and, when writing docs/, the table between README's science-suite markers (its rows are
-``science_models.RECIPES``). ``--quick`` runs a reduced suite in a few minutes on two CPU cores (tests use it).
+``science_models.RECIPES``). ``--quick`` runs a reduced suite in a few minutes on two CPU cores
+(tests use it).
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ RECIPES: dict[str, str] = {
     "reading the gains both as shares and against the budget's running price "
     "(`--estimator priced`)",
     "loss-regret": "the paper's estimator scored by the reconstruction a wrong count costs "
-    "(`k_loss=\"regret\"`)",
+    '(`k_loss="regret"`)',
     "topk": "TopK, same K",
     "batchtopk": "BatchTopK, same K (inference threshold learnt in training)",
 }

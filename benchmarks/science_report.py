@@ -80,6 +80,19 @@ def synthetic_table(synthetic: dict, key: str, digits: int) -> list[str]:
     return lines
 
 
+def _over_regimes(rows: list[dict]) -> dict:
+    """One model's rows (one per regime) summarised: mean and min ρ(L0, true k) (None where ρ
+    is undefined everywhere), mean FVU, the realised L0 ÷ K furthest from 1, largest spike."""
+    rho = [r["spearman_l0"] for r in rows if r["spearman_l0"] is not None]
+    return {
+        "mean_rho": float(np.mean(rho)) if rho else None,
+        "min_rho": float(np.min(rho)) if rho else None,
+        "mean_fvu": float(np.mean([r["fvu"] for r in rows])),
+        "worst_l0_over_k": max((r["l0_over_k"] for r in rows), key=lambda v: abs(v - 1)),
+        "max_spike": max(r["max_loss_ratio"] for r in rows),
+    }
+
+
 def synthetic_summary(synthetic: dict) -> list[str]:
     models = _models(synthetic)
     lines = [
@@ -89,15 +102,12 @@ def synthetic_summary(synthetic: dict) -> list[str]:
     ]
     for m in models:
         rows = [res["models"][m] for res in synthetic.values() if m in res["models"]]
-        rho = [r["spearman_l0"] for r in rows if r["spearman_l0"] is not None]
         rk = [r["spearman_khat"] for r in rows if r.get("spearman_khat") is not None]
+        agg = _over_regimes(rows)
         lines.append(
-            f"| {m} | {len(rows)} | {_fmt(float(np.mean(rho)) if rho else None)} | "
-            f"{_fmt(float(np.min(rho)) if rho else None)} | "
-            f"{_fmt(float(np.mean(rk)) if rk else None)} | "
-            f"{_fmt(float(np.mean([r['fvu'] for r in rows])), 3)} | "
-            f"{_fmt(max(abs(r['l0_over_k'] - 1) for r in rows), 3)} | "
-            f"{_fmt(max(r['max_loss_ratio'] for r in rows))} |"
+            f"| {m} | {len(rows)} | {_fmt(agg['mean_rho'])} | {_fmt(agg['min_rho'])} | "
+            f"{_fmt(float(np.mean(rk)) if rk else None)} | {_fmt(agg['mean_fvu'], 3)} | "
+            f"{_fmt(abs(agg['worst_l0_over_k'] - 1), 3)} | {_fmt(agg['max_spike'])} |"
         )
     return lines
 
@@ -145,16 +155,13 @@ def differ_table(results: dict, recipes: dict[str, str], photo_set: str) -> list
         if not regimes:
             continue
         rows = [m[model] for m in regimes]
-        rho = [r["spearman_l0"] for r in rows if r["spearman_l0"] is not None]
+        agg = _over_regimes(rows)
         vs_topk = [m[model]["fvu"] <= m["topk"]["fvu"] for m in regimes if "topk" in m]
-        worst = max(rows, key=lambda r: abs(r["l0_over_k"] - 1))["l0_over_k"] - 1
         photo = photos.get(model, {}).get("image_jpeg_bpp")
         lines.append(
-            f"| {recipe} | {len(rows)} | {_fmt(float(np.mean(rho)) if rho else None)} | "
-            f"{_fmt(float(np.min(rho)) if rho else None)} | "
-            f"{_fmt(float(np.mean([r['fvu'] for r in rows])), 3)} | "
-            f"{sum(vs_topk)} of {len(vs_topk)} | {worst:+.1%} | "
-            f"{max(r['max_loss_ratio'] for r in rows):.1f}× | "
+            f"| {recipe} | {len(rows)} | {_fmt(agg['mean_rho'])} | {_fmt(agg['min_rho'])} | "
+            f"{_fmt(agg['mean_fvu'], 3)} | {sum(vs_topk)} of {len(vs_topk)} | "
+            f"{agg['worst_l0_over_k'] - 1:+.1%} | {agg['max_spike']:.1f}× | "
             f"{_fmt(photo['r']) if photo and photo.get('r') is not None else 'not run'} |"
         )
     return lines
@@ -167,7 +174,8 @@ def update_readme(readme: Path, table: list[str]) -> None:
         raise SystemExit(f"{readme} has no science-suite markers ({README_START!r} … end)")
     head, rest = text.split(README_START, 1)
     tail = rest.split(README_END, 1)[1]
-    write_text_atomic(readme, head + README_START + "\n" + "\n".join(table) + "\n" + README_END + tail)
+    block = "\n".join([README_START, *table, README_END])
+    write_text_atomic(readme, head + block + tail)
 
 
 def write_results(results: dict, out: Path) -> None:

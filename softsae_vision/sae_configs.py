@@ -134,9 +134,9 @@ class SoftSAEConfig(SAEConfig):
 
     estimator: Estimator = "priced"
     """k estimator: "paper" (an MLP on the input, n_latents wide), "lean" (a small MLP on the
-    encoder's pre-activations), "gains" / "loggains" / "priced" (a small MLP on the SAE's own marginal
-    gains: as shares of the input's energy / their logs / both shares and gains against the
-    budget's running price)."""
+    encoder's pre-activations), "gains" / "loggains" / "priced" (a small MLP on the SAE's own
+    marginal gains: as shares of the input's energy / their logs / both shares and gains against
+    the budget's running price)."""
 
     estimator_hidden: int | None = None
     """k-estimator hidden width (default: n_latents for "paper", 64 otherwise)."""

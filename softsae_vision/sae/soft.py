@@ -86,8 +86,9 @@ class SoftSAE(BaseSAE):
       photographs of wide dynamic range it tracks image complexity worse.
     - ``"loggains"``: the same MLP over the log of each candidate's absolute gain (counting
       gains above a price is then linear in its input) and the log energy.
-    - ``"priced"`` (default): the same MLP over both scales at once: each gain as a share of the row's
-      energy, each gain against the budget's price λ̄ as asinh(Δ_j / λ̄), and the log energy.
+    - ``"priced"`` (default): the same MLP over both scales at once: each gain as a share of
+      the row's energy, each gain against the budget's price λ̄ as asinh(Δ_j / λ̄), and the log
+      energy.
       λ̄ (the ``gain_price`` buffer) is a running mean of the batch prices k* is allocated at,
       so the features say directly how many candidates are worth their cost (k* counts the
       gains above λ), at any energy scale; asinh keeps them bounded and signed. The gains cost
@@ -148,9 +149,9 @@ class SoftSAE(BaseSAE):
         d_est = {
             "paper": d_in,
             "lean": n_latents,
-            "gains": int(min(n_latents, math.ceil(self.k_max))) + 1,
-            "loggains": int(min(n_latents, math.ceil(self.k_max))) + 1,
-            "priced": 2 * int(min(n_latents, math.ceil(self.k_max))) + 1,
+            "gains": self.candidate_width + 1,
+            "loggains": self.candidate_width + 1,
+            "priced": 2 * self.candidate_width + 1,
         }[estimator]
         if estimator_lr_scale is None:
             estimator_lr_scale = min(1.0, ESTIMATOR_STEP_ANCHOR / (hidden * math.sqrt(d_est)))
@@ -181,6 +182,11 @@ class SoftSAE(BaseSAE):
     @property
     def k_ceiling(self) -> float:
         return self.k_max
+
+    @property
+    def candidate_width(self) -> int:
+        """M = ⌈k_max⌉ (at most n_latents): the candidates whose marginal gains are computed."""
+        return int(min(self.n_latents, math.ceil(self.k_max)))
 
     def param_groups(self) -> list[dict]:
         """The k estimator learns at ``estimator_lr_scale`` times the SAE's learning rate.
@@ -238,8 +244,7 @@ class SoftSAE(BaseSAE):
         the energy, and the log of the energy (the allocation compares absolute gains)."""
         z_BF = self.pre_acts(xn_BD) if z_BF is None else z_BF.detach()
         resid_BD = (xn_BD - self.b_dec).float()
-        width = int(min(self.n_latents, math.ceil(self.k_max)))
-        gains_BM = marginal_gains(z_BF, resid_BD, self.W_dec, width)
+        gains_BM = marginal_gains(z_BF, resid_BD, self.W_dec, self.candidate_width)
         return gains_BM, resid_BD.square().sum(1, keepdim=True).clamp_min(1e-12)
 
     def k_from_logits(self, logits_B: Tensor, offset: Tensor | float | None = None) -> Tensor:
