@@ -11,13 +11,14 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from softsae_vision.errors import SoftSAEError
 
 BARRIER_TIMEOUT = datetime.timedelta(hours=48)
+_R = TypeVar("_R", bound="Ranks")
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Ranks:
     world: int = 1
 
     @classmethod
-    def current(cls) -> Ranks:
+    def current(cls: type[_R]) -> _R:
         """The default process group, initialising it under torchrun; else a single process."""
         import torch.distributed as dist
 

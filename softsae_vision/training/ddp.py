@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
 
+from softsae_vision.data.distributed import Ranks
 from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops.batch_group import BatchGroup
 
@@ -53,25 +53,12 @@ def _first_difference(a: Any, b: Any, prefix: str = "") -> tuple[str, Any, Any] 
     return None if a == b else (prefix, a, b)
 
 
-@dataclass(frozen=True)
-class TrainRanks:
-    """This process's ``rank`` among the ``world`` processes training one run together."""
+class TrainRanks(Ranks):
+    """This process's ``rank`` among the ``world`` processes training one run together.
 
-    rank: int = 0
-    world: int = 1
-
-    @classmethod
-    def current(cls) -> TrainRanks:
-        """The ranks torchrun started (the process group is initialised if needed), or one."""
-        from softsae_vision.data.distributed import Ranks
-
-        ranks = Ranks.current()
-        return cls(ranks.rank, ranks.world)
-
-    @property
-    def main(self) -> bool:
-        """Rank 0: the one process that writes the run folder."""
-        return self.rank == 0
+    The ranks themselves (``current``, ``main``, ``gather``, ``barrier``) are extraction's
+    :class:`~softsae_vision.data.distributed.Ranks`; this adds what training needs of them.
+    """
 
     @property
     def batch_group(self) -> BatchGroup | None:
@@ -95,14 +82,11 @@ class TrainRanks:
                 f"training processes; pick a multiple of {self.world}"
             )
 
-    def agree(self, settings: dict[str, Any]) -> None:
+    def agree_on_settings(self, settings: dict[str, Any]) -> None:
         """Refuse, on every rank, when the ranks were started with different settings."""
         if self.world == 1:
             return
-        import torch.distributed as dist
-
-        every: list[Any] = [None] * self.world
-        dist.all_gather_object(every, settings)
+        every = self.gather(settings)
         for rank, other in enumerate(every[1:], start=1):
             found = _first_difference(every[0], other)
             if found is not None:

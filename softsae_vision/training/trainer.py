@@ -494,7 +494,7 @@ def train_group(
             raise SoftSAEError(
                 f"data width d={source.d} does not match the SAE's d_in={sae.d_in}{where}"
             )
-    ranks.agree(_settings(members, source, cfg, resume))
+    ranks.agree_on_settings(_settings(members, source, cfg, resume))
     with contextlib.ExitStack() as locks:
         group: list[_Member] = []
         done: dict[str, TrainResult] = {}
