@@ -21,6 +21,14 @@ MODELS: dict[str, tuple[str, dict, dict]] = {
     "softsae-lean": ("softsae", {"estimator": "lean"}, {}),
     "softsae-gains": ("softsae", {"estimator": "gains"}, {}),
     "softsae-loggains": ("softsae", {"estimator": "loggains"}, {}),
+    # what the dictionary trains on in the soft phase, and whether k̂ learns in the hard phase
+    "softsae-allocated": (
+        "softsae",
+        {"soft_phase_k": "estimated", "hard_phase_estimator": "frozen"},
+        {},
+    ),
+    "softsae-both": ("softsae", {"soft_phase_k": "both"}, {}),
+    "softsae-frozen": ("softsae", {"hard_phase_estimator": "frozen"}, {}),
     # the paper's recipe, run with our code: k_max = 2·d, gradient through the soft top-k into
     # the latents, k annealed from d, hard phase the last 1/6, no calibration
     "paper-recipe": (
@@ -78,9 +86,13 @@ RECIPES: dict[str, str] = {
     "own marginal gains as shares of the input's energy (`--estimator gains`)",
     "softsae-loggains": "k̂ regressed on the marginal-gain allocation, estimator reading the "
     "gains' logs (`--estimator loggains`)",
+    "softsae-allocated": "soft phase reconstructing with each input's top-k̂ and the estimator "
+    "frozen in the hard phase, as in the paper (`--soft-phase-k estimated "
+    "--hard-phase-estimator frozen`; the previous default)",
     "softsae": "**our default**: k̂ regressed on the marginal-gain allocation, estimator "
     "reading the gains both as shares and against the budget's running price "
-    "(`--estimator priced`)",
+    "(`--estimator priced`); the soft phase reconstructs with each input's top-K while k̂ "
+    "learns, the hard phase with its top-⌊k̂⌋ while k̂ keeps learning",
     "loss-regret": "the paper's estimator scored by the reconstruction a wrong count costs "
     '(`k_loss="regret"`)',
     "topk": "TopK, same K",

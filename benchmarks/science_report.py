@@ -44,6 +44,11 @@ METRIC_TABLES = (
     ("spearman_l0", "Spearman ρ(realised L0, true number of active atoms)", 2),
     ("fvu", "held-out FVU (pooled)", 3),
     ("l0_over_k", "realised mean L0 ÷ K", 2),
+    (
+        "atoms_recovered",
+        "true atoms recovered (share with a live latent's decoder direction at cosine > 0.9)",
+        2,
+    ),
     ("fvu_kstar", "FVU of SoftSAE's encoder with k̂ replaced by the exact allocation k*", 3),
     ("fvu_const_k", "FVU of SoftSAE's encoder with k̂ replaced by a constant K", 3),
 )
@@ -97,16 +102,18 @@ def synthetic_summary(synthetic: dict) -> list[str]:
     models = _models(synthetic)
     lines = [
         "| model | regimes | mean ρ(L0, true k) | min ρ | mean ρ(k̂, true k) | mean FVU | "
-        "max abs(L0÷K − 1) | max loss spike |",
-        "|---|---|---|---|---|---|---|---|",
+        "mean atoms recovered | max abs(L0÷K − 1) | max loss spike |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in models:
         rows = [res["models"][m] for res in synthetic.values() if m in res["models"]]
         rk = [r["spearman_khat"] for r in rows if r.get("spearman_khat") is not None]
+        rec = [r["atoms_recovered"] for r in rows if r.get("atoms_recovered") is not None]
         agg = _over_regimes(rows)
         lines.append(
             f"| {m} | {len(rows)} | {_fmt(agg['mean_rho'])} | {_fmt(agg['min_rho'])} | "
             f"{_fmt(float(np.mean(rk)) if rk else None)} | {_fmt(agg['mean_fvu'], 3)} | "
+            f"{_fmt(float(np.mean(rec)) if len(rec) == len(rows) else None)} | "
             f"{_fmt(abs(agg['worst_l0_over_k'] - 1), 3)} | {_fmt(agg['max_spike'])} |"
         )
     return lines

@@ -25,6 +25,10 @@ KSignal = Literal["soft", "gain", "batch"]
 """How SoftSAE's k̂ learns (see ``SoftSAE``)."""
 KLoss = Literal["log", "linear", "weighted", "regret", "log+regret"]
 """How SoftSAE's estimator is scored against its target (see ``k_targets.estimator_loss``)."""
+SoftPhaseK = Literal["budget", "estimated", "both"]
+"""Which count of latents SoftSAE's soft-phase reconstruction keeps per input (see ``SoftSAE``)."""
+HardPhaseEstimator = Literal["trained", "frozen"]
+"""Whether SoftSAE's k estimator keeps learning in the hard phase (see ``SoftSAE``)."""
 
 DEFAULT_GROUP_FRACTIONS = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4)
 
@@ -162,6 +166,16 @@ class SoftSAEConfig(SAEConfig):
 
     estimator_lr_scale: float | None = None
     """k-estimator learning rate as a multiple of the SAE's (default: scaled to its size)."""
+
+    soft_phase_k: SoftPhaseK | None = None
+    """Latents each input keeps in the soft phase's reconstruction: "budget" (its top-K, as a
+    TopK SAE: the dictionary learns at a fixed budget while k̂ learns the allocation beside it),
+    "estimated" (its top-k̂, the paper's) or "both" (the mean of the two losses). Default:
+    "budget", or "estimated" with k_signal "soft" (whose k̂ learns only through those codes)."""
+
+    hard_phase_estimator: HardPhaseEstimator | None = None
+    """Whether the k estimator keeps learning its target in the hard phase ("trained") or is
+    frozen ("frozen", the paper's). Default: "trained", or "frozen" with k_signal "soft"."""
 
 
 ARCH_CONFIGS: dict[str, type[SAEConfig]] = {

@@ -51,7 +51,8 @@ class TrainConfig:
     """Fraction of steps of α annealing (used only with ``alpha_start``)."""
 
     hard_frac: float = 0.15
-    """Final fraction of steps that trains with hard top-⌊k̂⌋ and a frozen k estimator."""
+    """Final fraction of steps that trains with hard top-⌊k̂⌋ (SoftSAE; whether its k estimator
+    still learns there is its ``hard_phase_estimator``)."""
 
     calibrate_k: bool = True
     """Fit SoftSAE's k offset when the hard phase starts so realised mean L0 equals K."""

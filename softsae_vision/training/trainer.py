@@ -606,9 +606,10 @@ class _Member:
         if trainer.step >= hard_start and not trainer.calibrated:
             if self.sae.predicts_k:
                 log.info(
-                    "step %d/%d: hard phase starts (top-⌊k̂⌋ selection, k estimator frozen)",
+                    "step %d/%d: hard phase starts (top-⌊k̂⌋ selection, k estimator %s)",
                     trainer.step,
                     cfg.steps,
+                    getattr(self.sae, "hard_phase_estimator", "frozen"),
                 )
             trainer.calibrate(calib_rows)
         step = trainer.step

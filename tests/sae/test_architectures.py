@@ -137,13 +137,69 @@ class TestSoftSAE:
         torch.testing.assert_close(h[:, 32], energy_B1[:, 0].log())
 
     def test_soft_codes_are_latents_times_weights_summing_to_k(self):
-        sae = SoftSAE(D, F, k=4)
+        """soft_phase_k "estimated": each row's soft weights sum to its k̂ (the paper's)."""
+        sae = SoftSAE(D, F, k=4, soft_phase_k="estimated")
         with torch.no_grad():
             sae.b_enc.fill_(5.0)  # all latents positive so Σ(codes / z) = Σ p = k̂
         xn = torch.randn(5, D)
         out = sae.train_output(xn, StepContext(phase="soft", alpha=0.1, k_target=4.0))
         weights = out.codes / sae.pre_acts(xn)
         assert torch.allclose(weights.sum(-1), out.k_hat, rtol=1e-4)
+        assert not torch.allclose(out.k_hat, torch.full_like(out.k_hat, 4.0), rtol=1e-2)
+
+    def test_default_soft_phase_reconstructs_at_the_budget_while_k_hat_learns(self):
+        """soft_phase_k "budget" (default): every row's weights sum to the step's budget, and
+        the estimator still gets its loss (a gradient) from the allocation target."""
+        sae = SoftSAE(D, F, k=4)
+        assert (sae.soft_phase_k, sae.hard_phase_estimator) == ("budget", "trained")
+        with torch.no_grad():
+            sae.b_enc.fill_(5.0)
+        xn = torch.randn(5, D)
+        out = sae.train_output(xn, StepContext(phase="soft", alpha=0.1, k_target=6.0))
+        weights = out.codes / sae.pre_acts(xn)
+        torch.testing.assert_close(weights.sum(-1), torch.full((5,), 6.0), rtol=1e-4, atol=0)
+        out.extra_losses["k"].backward()
+        assert sae.k_estimator[0].weight.grad.abs().sum() > 0
+        assert sae.W_enc.grad is None  # the estimator's loss does not push the encoder
+
+    def test_both_soft_phase_losses_average_the_two_reconstructions(self):
+        sae = SoftSAE(D, F, k=4, soft_phase_k="both")
+        xn = torch.randn(7, D)
+        ctx = StepContext(phase="soft", alpha=0.1, k_target=4.0)
+        out = sae.train_output(xn, ctx)
+        k_hat = out.k_hat
+        budget = sae._soft_codes(out.pre_acts, torch.full_like(k_hat, 4.0), 0.1)[1]
+        estimated = sae._soft_codes(out.pre_acts, k_hat, 0.1)[1]
+        expected = (
+            (budget - xn).square().sum(-1).mean() + (estimated - xn).square().sum(-1).mean()
+        ) / 2
+        torch.testing.assert_close(out.recon_loss, expected)
+
+    @pytest.mark.parametrize("mode", ["trained", "frozen"])
+    def test_hard_phase_estimator_keeps_learning_unless_frozen(self, mode):
+        sae = SoftSAE(D, F, k=4, hard_phase_estimator=mode)
+        xn = torch.randn(9, D)
+        out = sae.train_output(xn, StepContext(phase="hard", alpha=0.1, k_target=4.0))
+        assert ("k" in out.extra_losses) == (mode == "trained")
+        with torch.no_grad():  # the hard selection keeps each row's top-⌊k̂⌋ either way
+            expected_k = sae.predict_k_normalized(xn).floor()
+        positive = (sae.pre_acts(xn) > 0).sum(-1)
+        torch.testing.assert_close(
+            (out.codes != 0).sum(-1).float(), torch.minimum(expected_k, positive.float())
+        )
+        if mode == "trained":
+            out.extra_losses["k"].backward()
+            assert sae.k_estimator[0].weight.grad.abs().sum() > 0
+
+    def test_soft_signal_needs_the_papers_soft_and_hard_phase(self):
+        sae = SoftSAE(D, F, k=4, k_signal="soft")
+        assert (sae.soft_phase_k, sae.hard_phase_estimator) == ("estimated", "frozen")
+        with pytest.raises(SoftSAEError, match="soft_phase_k"):
+            SoftSAE(D, F, k=4, k_signal="soft", soft_phase_k="budget")
+        with pytest.raises(SoftSAEError, match="soft_phase_k"):
+            SoftSAE(D, F, k=4, k_signal="soft", hard_phase_estimator="trained")
+        with pytest.raises(SoftSAEError, match="soft_phase_k must be one of"):
+            SoftSAE(D, F, k=4, soft_phase_k="everything")
 
     @pytest.mark.parametrize("selection_grad", [False, True])
     def test_soft_codes_and_gradients_equal_the_dense_product(self, selection_grad):

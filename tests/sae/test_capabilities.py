@@ -108,12 +108,14 @@ def test_old_config_without_newer_hparams_still_loads(tmp_path):
     sae.save(tmp_path / "r")
     path = tmp_path / "r" / "config.json"
     config = json.loads(path.read_text())
-    for name in ("k_signal", "estimator_lr_scale"):  # added after the first release
+    added_later = ("k_signal", "estimator_lr_scale", "soft_phase_k", "hard_phase_estimator")
+    for name in added_later:  # added after the first release (the weights fix the estimator)
         del config["hparams"][name]
     path.write_text(json.dumps(config))
     loaded = load_sae(tmp_path / "r")
     assert isinstance(loaded, SoftSAE)
     assert loaded.k_signal == "soft" and loaded.estimator_lr_scale == 1.0
+    assert (loaded.soft_phase_k, loaded.hard_phase_estimator) == ("estimated", "frozen")
 
 
 def test_register_sae_refuses_a_taken_name():
