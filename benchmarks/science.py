@@ -270,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 log=log,
                 models=tuple(args.models.split(",")) if args.models else None,
                 sets=tuple(args.photo_sets.split(",")),
+                save=lambda photos: write_results({**results, "photos": photos}, Path(args.out)),
             )
     results["seconds"] = time.perf_counter() - t0
     publish(results)

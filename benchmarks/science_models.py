@@ -27,8 +27,18 @@ MODELS: dict[str, tuple[str, dict, dict]] = {
         {"soft_phase_k": "estimated", "hard_phase_estimator": "frozen"},
         {},
     ),
-    "softsae-both": ("softsae", {"soft_phase_k": "both"}, {}),
+    "softsae-budget": ("softsae", {"soft_phase_k": "budget"}, {}),
+    "softsae-at-least": ("softsae", {"soft_phase_k": "at_least"}, {}),
     "softsae-frozen": ("softsae", {"hard_phase_estimator": "frozen"}, {}),
+    "softsae-budget-frozen": (
+        "softsae",
+        {"soft_phase_k": "budget", "hard_phase_estimator": "frozen"},
+        {},
+    ),
+    "softsae-budget-paper": ("softsae", {"soft_phase_k": "budget", "estimator": "paper"}, {}),
+    # a longer hard phase: more of the run at the per-input counts (default 0.15)
+    "softsae-hard0.3": ("softsae", {}, {"hard_frac": 0.3}),
+    "softsae-hard0.5": ("softsae", {}, {"hard_frac": 0.5}),
     # the paper's recipe, run with our code: k_max = 2·d, gradient through the soft top-k into
     # the latents, k annealed from d, hard phase the last 1/6, no calibration
     "paper-recipe": (
@@ -79,7 +89,9 @@ RECIPES: dict[str, str] = {
     "gain-lr1": "k̂ regressed on the marginal-gain allocation (`--k-signal gain`), paper's "
     "estimator at the full learning rate",
     "softsae-paper": "k̂ regressed on the marginal-gain allocation, the paper's estimator at a "
-    "rate scaled to its size (`--estimator paper`; the previous default)",
+    "rate scaled to its size (`--estimator paper`)",
+    "softsae-budget-paper": "the paper's estimator with the soft phase at each input's top-K "
+    "(`--estimator paper --soft-phase-k budget`)",
     "softsae-lean": "k̂ regressed on the marginal-gain allocation, lean estimator "
     "(`--estimator lean`)",
     "softsae-gains": "k̂ regressed on the marginal-gain allocation, estimator reading the SAE's "
@@ -89,10 +101,12 @@ RECIPES: dict[str, str] = {
     "softsae-allocated": "soft phase reconstructing with each input's top-k̂ and the estimator "
     "frozen in the hard phase, as in the paper (`--soft-phase-k estimated "
     "--hard-phase-estimator frozen`; the previous default)",
+    "softsae-budget": "soft phase reconstructing with each input's top-K only, k̂ learning "
+    "beside it (`--soft-phase-k budget`)",
     "softsae": "**our default**: k̂ regressed on the marginal-gain allocation, estimator "
     "reading the gains both as shares and against the budget's running price "
-    "(`--estimator priced`); the soft phase reconstructs with each input's top-K while k̂ "
-    "learns, the hard phase with its top-⌊k̂⌋ while k̂ keeps learning",
+    "(`--estimator priced`); the soft phase's loss averages the reconstructions from each "
+    "input's top-K and top-k̂, the hard phase trains at top-⌊k̂⌋ while k̂ keeps learning",
     "loss-regret": "the paper's estimator scored by the reconstruction a wrong count costs "
     '(`k_loss="regret"`)',
     "topk": "TopK, same K",

@@ -207,8 +207,10 @@ def run_photos(
     log: Callable,
     models: tuple[str, ...] | None = None,
     sets: tuple[str, ...] = ("bundled", "wallpapers"),
+    save: Callable[[dict], None] | None = None,
 ) -> dict:
-    """The photo sets (only the bundled one with ``quick``)."""
+    """The photo sets (only the bundled one with ``quick``); ``save(results)`` after each set,
+    so a set that fails later does not lose the ones measured."""
     settings = DemoSettings()
     steps = 200 if quick else settings.steps
     models = models or (QUICK_PHOTO_MODELS if quick else PHOTO_MODELS)
@@ -234,4 +236,6 @@ def run_photos(
             f"patch tokens, K {settings.k}, F {settings.n_latents}, {steps} steps"
         )
         out[name] = res
+        if save:
+            save(out)
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,50 @@ def _fmt(v, digits: int = 2) -> str:
     return str(v)
 
 
+SEED_ROW = re.compile(r"^(?P<model>.+) \(seed (?P<seed>\d+)\)$")
+"""Rows of a seed other than 0 are named "<model> (seed N)" (``science.py --seed``)."""
+
+
 def _models(synthetic: dict) -> list[str]:
-    """Every model that ran on some regime, in first-seen order."""
-    return list(dict.fromkeys(m for res in synthetic.values() for m in res["models"]))
+    """Every model that ran on some regime, in first-seen order (seed rows excluded: they are
+    summarised per model in the seeds table)."""
+    names = (m for res in synthetic.values() for m in res["models"])
+    return list(dict.fromkeys(m for m in names if not SEED_ROW.match(m)))
+
+
+def seed_table(synthetic: dict) -> list[str]:
+    """For each model with rows of other seeds: per regime, FVU and ρ(L0, true k) as the mean
+    over seeds with their range (seed 0 is the unsuffixed row). Empty without seed rows."""
+    seeds: dict[str, set[str]] = {}
+    for res in synthetic.values():
+        for name in res["models"]:
+            if found := SEED_ROW.match(name):
+                seeds.setdefault(found["model"], set()).add(found["seed"])
+    if not seeds:
+        return []
+
+    def spread(values: list[float], digits: int) -> str:
+        if not values:
+            return "—"
+        mean, low, high = np.mean(values), min(values), max(values)
+        return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+    lines = [
+        "| regime | model | seeds | FVU, mean [min, max] | ρ(L0, true k), mean [min, max] |",
+        "|---|---|---|---|---|",
+    ]
+    for name, res in synthetic.items():
+        for model, others in seeds.items():
+            names = [model] + [f"{model} (seed {s})" for s in sorted(others, key=int)]
+            rows = [res["models"][n] for n in names if n in res["models"]]
+            if len(rows) < 2:
+                continue
+            rho = [r["spearman_l0"] for r in rows if r["spearman_l0"] is not None]
+            lines.append(
+                f"| {name} | {model} | {len(rows)} | {spread([r['fvu'] for r in rows], 3)} | "
+                f"{spread(rho, 2)} |"
+            )
+    return lines
 
 
 METRIC_TABLES = (
@@ -221,7 +263,17 @@ def write_results(results: dict, out: Path) -> None:
         ]
         for key, title, digits in METRIC_TABLES:
             lines += [f"### {title}", "", *synthetic_table(results["synthetic"], key, digits), ""]
-        lines += []
+        seeds = seed_table(results["synthetic"])
+        if seeds:
+            lines += [
+                "### Other seeds",
+                "",
+                "The same data, other initialisations and batch orders (`--seed N`); the tables",
+                "above are seed 0.",
+                "",
+                *seeds,
+                "",
+            ]
     if "photos" in results:
         lines += [
             "## Photographs",

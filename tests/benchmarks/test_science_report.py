@@ -12,6 +12,8 @@ from science_report import (  # noqa: E402
     README_START,
     combine,
     differ_table,
+    seed_table,
+    synthetic_summary,
     update_readme,
 )
 
@@ -62,3 +64,23 @@ def test_combine_counts_the_runs_a_combined_part_came_from(tmp_path):
     assert merged["parts"] == 6 and merged["seconds"] == 90
     assert merged["synthetic"]["a"]["models"]["m"]["fvu"] == 0.4  # the later part wins
     assert "from 6 partial runs" in merged["note"]
+
+
+def test_seed_rows_are_summarised_per_model_not_as_models_of_their_own():
+    synthetic = {
+        "a": {
+            "models": {
+                "ours": _row(0.9, 0.20, 1.0),
+                "ours (seed 1)": _row(0.8, 0.30, 1.0),
+                "ours (seed 2)": _row(0.7, 0.25, 1.0),
+                "topk": _row(None, 0.40, 1.0),
+            }
+        }
+    }
+    table = seed_table(synthetic)
+    assert len(table) == 3  # header, rule, one row: topk has no other seeds
+    cells = [c.strip() for c in table[2].strip("|").split("|")]
+    assert cells == ["a", "ours", "3", "0.250 [0.200, 0.300]", "0.80 [0.70, 0.90]"]
+    summary = "\n".join(synthetic_summary(synthetic))
+    assert "seed" not in summary and "| ours | 1 |" in summary
+    assert seed_table({"a": {"models": {"ours": _row(0.9, 0.2, 1.0)}}}) == []

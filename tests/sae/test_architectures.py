@@ -147,11 +147,10 @@ class TestSoftSAE:
         assert torch.allclose(weights.sum(-1), out.k_hat, rtol=1e-4)
         assert not torch.allclose(out.k_hat, torch.full_like(out.k_hat, 4.0), rtol=1e-2)
 
-    def test_default_soft_phase_reconstructs_at_the_budget_while_k_hat_learns(self):
-        """soft_phase_k "budget" (default): every row's weights sum to the step's budget, and
-        the estimator still gets its loss (a gradient) from the allocation target."""
-        sae = SoftSAE(D, F, k=4)
-        assert (sae.soft_phase_k, sae.hard_phase_estimator) == ("budget", "trained")
+    def test_budget_soft_phase_reconstructs_at_the_budget_while_k_hat_learns(self):
+        """soft_phase_k "budget": every row's weights sum to the step's budget, and the
+        estimator still gets its loss (a gradient) from the allocation target."""
+        sae = SoftSAE(D, F, k=4, soft_phase_k="budget")
         with torch.no_grad():
             sae.b_enc.fill_(5.0)
         xn = torch.randn(5, D)
@@ -161,6 +160,24 @@ class TestSoftSAE:
         out.extra_losses["k"].backward()
         assert sae.k_estimator[0].weight.grad.abs().sum() > 0
         assert sae.W_enc.grad is None  # the estimator's loss does not push the encoder
+
+    def test_defaults_train_both_reconstructions_and_the_estimator_in_the_hard_phase(self):
+        sae = SoftSAE(D, F, k=4)
+        assert (sae.soft_phase_k, sae.hard_phase_estimator) == ("both", "trained")
+        out = sae.train_output(torch.randn(5, D), StepContext(phase="soft", k_target=4.0))
+        assert out.recon_loss is not None and "k" in out.extra_losses
+
+    def test_at_least_soft_phase_keeps_the_larger_of_k_hat_and_the_budget(self):
+        sae = SoftSAE(D, F, k=4, soft_phase_k="at_least")
+        with torch.no_grad():
+            sae.b_enc.fill_(5.0)  # all latents positive so Σ(codes / z) = Σ p
+        xn = torch.randn(6, D)
+        for budget in (2.0, 12.0):  # below and above every row's k̂ (about k_max / 2 = 8)
+            ctx = StepContext(phase="soft", alpha=0.1, k_target=budget)
+            out = sae.train_output(xn, ctx)
+            weights = out.codes / sae.pre_acts(xn)
+            expected = torch.maximum(out.k_hat, torch.full_like(out.k_hat, budget))
+            torch.testing.assert_close(weights.sum(-1), expected, rtol=1e-4, atol=0)
 
     def test_both_soft_phase_losses_average_the_two_reconstructions(self):
         sae = SoftSAE(D, F, k=4, soft_phase_k="both")
