@@ -6,7 +6,8 @@
 
 Times full optimiser steps (forward, losses, backward, decoder projection, clipping, Adam,
 renormalisation) through the real Trainer, interleaved and median of repeats, for TopK and
-SoftSAE with the priced (default), paper and lean k estimators, all in the soft phase
+SoftSAE with the priced (default; also with its soft phase reconstructing at the budget only
+and at k̂ only), paper and lean k estimators, all in the soft phase
 (the expensive one: soft top-k plus the estimator's backward). On CUDA each timed step ends
 with a synchronisation. Prints one JSON object.
 
@@ -105,6 +106,9 @@ def step_times(
     makers: dict[str, Callable[[], object]] = {
         "topk": lambda: TopKSAE(d, latents, k=k),
         "softsae_priced": lambda: SoftSAE(d, latents, k=k, k_signal=k_signal),  # the default
+        # the default's soft phase reconstructs twice (top-K and top-k̂); each alone:
+        "softsae_priced_budget": lambda: SoftSAE(d, latents, k=k, soft_phase_k="budget"),
+        "softsae_priced_estimated": lambda: SoftSAE(d, latents, k=k, soft_phase_k="estimated"),
         "softsae_paper": lambda: SoftSAE(d, latents, k=k, estimator="paper", k_signal=k_signal),
         "softsae_lean": lambda: SoftSAE(d, latents, k=k, estimator="lean", k_signal=k_signal),
     }
@@ -141,6 +145,12 @@ def step_times(
         "ratio_softsae_priced_over_topk": round(times["softsae_priced"] / times["topk"], 3),
         "ratio_softsae_paper_over_topk": round(times["softsae_paper"] / times["topk"], 3),
         "ratio_softsae_lean_over_topk": round(times["softsae_lean"] / times["topk"], 3),
+        "ratio_softsae_priced_budget_over_topk": round(
+            times["softsae_priced_budget"] / times["topk"], 3
+        ),
+        "ratio_softsae_priced_estimated_over_topk": round(
+            times["softsae_priced_estimated"] / times["topk"], 3
+        ),
     }
     if encoder_grad:
         result["encoder_grad_dense_over_sparse"] = {
