@@ -106,7 +106,8 @@ def step_times(
     makers: dict[str, Callable[[], object]] = {
         "topk": lambda: TopKSAE(d, latents, k=k),
         "softsae_priced": lambda: SoftSAE(d, latents, k=k, k_signal=k_signal),  # the default
-        # the default's soft phase reconstructs twice (top-K and top-k̂); each alone:
+        # the default's soft phase reconstructs twice (top-K and top-k̂); each alone. These two
+        # always learn k̂ from the gain target (k_signal "soft" allows only the top-k̂ soft phase)
         "softsae_priced_budget": lambda: SoftSAE(d, latents, k=k, soft_phase_k="budget"),
         "softsae_priced_estimated": lambda: SoftSAE(d, latents, k=k, soft_phase_k="estimated"),
         "softsae_paper": lambda: SoftSAE(d, latents, k=k, estimator="paper", k_signal=k_signal),
