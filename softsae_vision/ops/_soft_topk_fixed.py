@@ -27,8 +27,10 @@ from softsae_vision.ops._soft_topk_plan import (
     _LOG_TAIL_TOL,
     FixedRows,
     Plan,
+    RowTop,
     _tail_weights,
     knots,
+    row_top,
 )
 
 
@@ -37,13 +39,18 @@ def fixed_width(k_max: float, F: int) -> int:
     return min(F, math.floor(2 * k_max) + 2)
 
 
-def plan_fixed(x_BF: Tensor, k_B: Tensor, alpha: float, k_max: float) -> Plan:
-    """Every row's exact threshold and whether it needs the whole row (k_B float64 ≤ k_max)."""
+def plan_fixed(
+    x_BF: Tensor, k_B: Tensor, alpha: float, k_max: float, top: RowTop | None = None
+) -> Plan:
+    """Every row's exact threshold and whether it needs the whole row (k_B float64 ≤ k_max).
+
+    ``top``: each row's largest entries when the caller has them (see ``row_top``).
+    """
     B, F = x_BF.shape
     if B == 0:
         return Plan()
     n = fixed_width(k_max, F)
-    vals_BN, idx_BN = torch.topk(x_BF, n, dim=1, sorted=True)
+    vals_BN, idx_BN = row_top(x_BF, n, top)
     s_B = vals_BN[:, -1]
     ties_B, below_B = _tail_weights(x_BF, s_B, alpha)
     v_BN, ref_B = knots(vals_BN, k_B, alpha)

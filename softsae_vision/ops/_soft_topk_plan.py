@@ -108,6 +108,24 @@ class Plan:
     fixed: FixedRows | None = None
 
 
+RowTop = tuple[Tensor, Tensor]
+"""Each row's largest entries, sorted descending: (values (B, N), indices (B, N))."""
+
+
+def row_top(x_RF: Tensor, n: int, top: RowTop | None, rows: Tensor | None = None) -> RowTop:
+    """The ``n`` largest entries of each row of ``x_RF``, sorted descending.
+
+    Sliced from ``top`` (the top entries of every row of the batch, computed once by a caller
+    that needs them too; ``rows`` selects the rows ``x_RF`` holds) when it is at least ``n``
+    wide, else one ``torch.topk``. The values are the same either way; among tied values the
+    indices may differ, which no output depends on (ties with the sentinel are excluded).
+    """
+    if top is not None and top[0].shape[1] >= n:
+        vals, idx = top if rows is None else (top[0][rows], top[1][rows])
+        return vals[:, :n], idx[:, :n]
+    return torch.topk(x_RF, n, dim=1, sorted=True)
+
+
 def _first_size(k_max: float, F: int) -> int | None:
     """Candidates (plus the sentinel) for the first try, or None when topk would cost a sort.
 
@@ -233,8 +251,13 @@ def _dense_rest(
         _full_sort(x_BF, rows, k_B, alpha, plan)
 
 
-def plan_rows(x_BF: Tensor, k_B: Tensor, alpha: float, fast: bool) -> Plan:
-    """Solve every row's threshold (k_B float64), grouping rows by the path that serves them."""
+def plan_rows(
+    x_BF: Tensor, k_B: Tensor, alpha: float, fast: bool, top: RowTop | None = None
+) -> Plan:
+    """Solve every row's threshold (k_B float64), grouping rows by the path that serves them.
+
+    ``top``: see :func:`row_top`.
+    """
     B, F = x_BF.shape
     plan = Plan()
     rows = torch.arange(B, device=x_BF.device)
@@ -246,7 +269,7 @@ def plan_rows(x_BF: Tensor, k_B: Tensor, alpha: float, fast: bool) -> Plan:
     solve = partial(_candidate_solve, alpha=alpha, F=F)
     for attempt in range(1 + _MAX_WIDENINGS):
         x_R, k_R = (x_BF, k_B) if attempt == 0 else (x_BF[rows], k_B[rows])
-        vals_RN, idx_RN = torch.topk(x_R, n, dim=1, sorted=True)
+        vals_RN, idx_RN = row_top(x_R, n, top, None if attempt == 0 else rows)
         t_RM, ok_R, deficit_R = by_row_blocks(solve, vals_RN, k_R)
         if attempt == 0:
             plan.sparse.append(SparseRows(None, idx_RN[:, :-1], t_RM))

@@ -19,8 +19,15 @@ from torch import Tensor
 from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops._lapsum import laplace_cdf
 from softsae_vision.ops._soft_topk_apply import backward_grads, forward_output
-from softsae_vision.ops._soft_topk_fixed import plan_fixed
-from softsae_vision.ops._soft_topk_plan import Plan, fast_path_enabled, plan_rows, planner
+from softsae_vision.ops._soft_topk_fixed import fixed_width, plan_fixed
+from softsae_vision.ops._soft_topk_plan import (
+    Plan,
+    RowTop,
+    _first_size,
+    fast_path_enabled,
+    plan_rows,
+    planner,
+)
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 DEBUG_ENV = "SOFTSAE_DEBUG_CHECKS"
@@ -121,18 +128,36 @@ def prepare(
     return x_BF, k_B, alpha
 
 
-def make_plan(x_BF: Tensor, k_B: Tensor, alpha: float, k_max: float | None = None) -> Plan:
+def make_plan(
+    x_BF: Tensor,
+    k_B: Tensor,
+    alpha: float,
+    k_max: float | None = None,
+    top: RowTop | None = None,
+) -> Plan:
     """Each row's threshold and the path that serves it (_soft_topk_plan.py, _soft_topk_fixed.py).
 
     The fixed plan needs a bound k_max ≥ max(k); without one it reads max(k) from k (a sync).
+    ``top``: each row's largest entries of x_BF, sorted descending, when the caller has them
+    (see :func:`plan_width`); the plan then takes its candidates from them, not a ``topk``.
     """
     x_BF, k64_B = x_BF.detach(), k_B.detach().double()
     fast = fast_path_enabled()
     if fast and planner(x_BF.device) == "fixed":
         if k_max is None:
             k_max = float(k64_B.max()) if k64_B.numel() else 1.0
-        return plan_fixed(x_BF, k64_B, alpha, k_max)
-    return plan_rows(x_BF, k64_B, alpha, fast)
+        return plan_fixed(x_BF, k64_B, alpha, k_max, top)
+    return plan_rows(x_BF, k64_B, alpha, fast, top)
+
+
+def plan_width(k_max: float, F: int, device: torch.device) -> int:
+    """How many of each row's largest entries ``make_plan`` takes for any k ≤ k_max on
+    ``device`` (0: none, it sorts): a caller that computes that ``top`` once can share it."""
+    if not fast_path_enabled():
+        return 0
+    if planner(device) == "fixed":
+        return fixed_width(k_max, F)
+    return _first_size(k_max, F) or 0
 
 
 class _SoftTopK(torch.autograd.Function):

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops._soft_topk_apply import candidate_grads, candidate_weights
-from softsae_vision.ops._soft_topk_plan import FixedRows, Plan
+from softsae_vision.ops._soft_topk_plan import FixedRows, Plan, RowTop
 from softsae_vision.ops.lapsum_topk import dense_soft_topk, make_plan, prepare
 
 
@@ -99,16 +99,19 @@ def soft_topk_codes(
     *,
     k_max: float | None = None,
     validate: bool = True,
+    top: RowTop | None = None,
 ) -> SelectedCodes:
     """z ⊙ soft_topk(z, k, alpha) in sparse form; the weights see z detached unless selection_grad.
 
     Equal to the dense product (every entry, and the gradients in z and k); z must be (B, F).
-    ``k_max`` and ``validate`` as in :func:`~softsae_vision.ops.soft_topk`.
+    ``k_max`` and ``validate`` as in :func:`~softsae_vision.ops.soft_topk`. ``top``: each row's
+    largest entries of z (values, indices), sorted descending, when the caller has them
+    (``plan_width`` says how many the plan takes).
     """
     if not isinstance(z, Tensor) or z.dim() != 2:
         raise SoftSAEError("soft_topk_product: z must be a (B, F) tensor")
     x_BF, k_B, alpha = prepare(z if selection_grad else z.detach(), k, alpha, validate)
-    plan = make_plan(x_BF, k_B, alpha, k_max)
+    plan = make_plan(x_BF, k_B, alpha, k_max, top)
     out = SelectedCodes((z.shape[0], z.shape[1]))
     if plan.fixed is not None:
         fx = plan.fixed

@@ -56,8 +56,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.ops import batch_group, hard_topk_sparse, soft_topk_codes
-from softsae_vision.ops.lapsum_topk import debug_checks
+from softsae_vision.ops import SelectedCodes, batch_group, hard_topk_sparse, soft_topk_codes
+from softsae_vision.ops.lapsum_topk import RowTop, debug_checks, plan_width
 from softsae_vision.ops.sparse_decode import decode_selected, sparse_decode_enabled
 from softsae_vision.sae.base import BaseSAE, SAEOutput, StepContext, TrainOutput, register_sae
 from softsae_vision.sae.k_targets import (
@@ -294,13 +294,18 @@ class SoftSAE(BaseSAE):
             return self.k_estimator(h).squeeze(-1)
 
     @torch.no_grad()
-    def gains_and_energy(self, xn_BD: Tensor, z_BF: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def gains_and_energy(
+        self, xn_BD: Tensor, z_BF: Tensor | None = None, top: RowTop | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Marginal gains (B, M) of the M = ⌈k_max⌉ candidates in the encoder's order, and each
         row's energy ‖x̃ − b_dec‖² (B, 1): the "gains" estimator reads the gains as a share of
-        the energy, and the log of the energy (the allocation compares absolute gains)."""
+        the energy, and the log of the energy (the allocation compares absolute gains).
+
+        ``top``: the rows' largest latents, sorted, at least M wide (see ``_row_top``).
+        """
         z_BF = self.pre_acts(xn_BD) if z_BF is None else z_BF.detach()
         resid_BD = (xn_BD - self.b_dec).float()
-        gains_BM = marginal_gains(z_BF, resid_BD, self.W_dec, self.candidate_width)
+        gains_BM = marginal_gains(z_BF, resid_BD, self.W_dec, self.candidate_width, top)
         return gains_BM, resid_BD.square().sum(1, keepdim=True).clamp_min(1e-12)
 
     def k_from_logits(self, logits_B: Tensor, offset: Tensor | float | None = None) -> Tensor:
@@ -381,7 +386,8 @@ class SoftSAE(BaseSAE):
         # By default the weights see the latents detached: with α far below the latents' scale,
         # ∂p/∂z is a spike of height ~1/α at the threshold that swamps (and, through gradient
         # clipping, shrinks) every other gradient. k̂ still learns through ∂p/∂k̂.
-        codes_BF, x_hat_BD = self._soft_codes(z_BF, k_hat_B, ctx.alpha)
+        selected, x_hat_BD = self._soft_codes(z_BF, k_hat_B, ctx.alpha)
+        codes_BF = selected.dense()
         excess = batch_group.mean(k_hat_B) - ctx.k_target  # the global batch's, under DDP
         k_loss = F.softplus(excess, beta=self.k_loss_beta)
         return TrainOutput(
@@ -392,8 +398,17 @@ class SoftSAE(BaseSAE):
             k_hat=k_hat_B.detach(),
         )
 
-    def _soft_codes(self, z_BF: Tensor, k_hat_B: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
-        """Soft-phase codes z ⊙ soft_topk(z, k̂, α) (B, F) and their decoding (B, d)."""
+    @torch.no_grad()
+    def _row_top(self, z_BF: Tensor) -> RowTop:
+        """Each row's largest latents, sorted, as wide as the soft top-k's plan and the marginal
+        gains take them: one ``topk`` a step, shared by the gains and both soft top-k's."""
+        width = max(self.candidate_width, plan_width(self.k_max, z_BF.shape[1], z_BF.device))
+        return z_BF.detach().topk(min(width, z_BF.shape[1]), dim=1, sorted=True)
+
+    def _soft_codes(
+        self, z_BF: Tensor, k_hat_B: Tensor, alpha: float, top: RowTop | None = None
+    ) -> tuple[SelectedCodes, Tensor]:
+        """Soft-phase codes z ⊙ soft_topk(z, k̂, α) in sparse form and their decoding (B, d)."""
         selected = soft_topk_codes(
             z_BF,
             k_hat_B,
@@ -401,11 +416,11 @@ class SoftSAE(BaseSAE):
             self.selection_grad,
             k_max=self.k_max,
             validate=debug_checks(),
+            top=top,
         )
-        codes_BF = selected.dense()
         if sparse_decode_enabled():  # through each row's candidates (and any dense remainder)
-            return codes_BF, decode_selected(selected, self.W_dec) + self.b_dec
-        return codes_BF, self.decode_normalized(codes_BF)
+            return selected, decode_selected(selected, self.W_dec) + self.b_dec
+        return selected, self.decode_normalized(selected.dense())
 
     def k_targets(
         self, xn_BD: Tensor, z_BF: Tensor, mean_k: float, rows: int | None = None
@@ -428,22 +443,24 @@ class SoftSAE(BaseSAE):
         top-max(k̂, K) ("at_least"), or both reconstructions with the mean of their losses
         ("both"; the codes, the AuxK residual and the dead-latent counts are the top-k̂ ones).
         """
-        k_loss, logits_B = self._estimator_target_loss(xn_BD, z_BF, ctx)
+        top = self._row_top(z_BF)
+        k_loss, logits_B = self._estimator_target_loss(xn_BD, z_BF, ctx, top)
         k_hat_B = self.k_from_logits(logits_B.detach())
         budget_B = torch.full_like(k_hat_B, ctx.k_target)
         recon_loss = None
+        soft_k_B = k_hat_B  # "estimated" and "both"
         if self.soft_phase_k == "budget":
-            codes_BF, x_hat_BD = self._soft_codes(z_BF, budget_B, ctx.alpha)
+            soft_k_B = budget_B
         elif self.soft_phase_k == "at_least":
-            codes_BF, x_hat_BD = self._soft_codes(z_BF, torch.maximum(k_hat_B, budget_B), ctx.alpha)
-        else:
-            codes_BF, x_hat_BD = self._soft_codes(z_BF, k_hat_B, ctx.alpha)
-            if self.soft_phase_k == "both":
-                x_hat_budget_BD = self._soft_codes(z_BF, budget_B, ctx.alpha)[1]
-                recon_loss = (
-                    (x_hat_BD.float() - xn_BD).square().sum(-1).mean()
-                    + (x_hat_budget_BD.float() - xn_BD).square().sum(-1).mean()
-                ) / 2
+            soft_k_B = torch.maximum(k_hat_B, budget_B)
+        selected, x_hat_BD = self._soft_codes(z_BF, soft_k_B, ctx.alpha, top)
+        codes_BF = selected.dense()
+        if self.soft_phase_k == "both":
+            x_hat_budget_BD = self._soft_codes(z_BF, budget_B, ctx.alpha, top)[1]
+            recon_loss = (
+                (x_hat_BD.float() - xn_BD).square().sum(-1).mean()
+                + (x_hat_budget_BD.float() - xn_BD).square().sum(-1).mean()
+            ) / 2
         return TrainOutput(
             x_hat_BD,
             codes_BF,
@@ -454,7 +471,7 @@ class SoftSAE(BaseSAE):
         )
 
     def _estimator_target_loss(
-        self, xn_BD: Tensor, z_BF: Tensor, ctx: StepContext
+        self, xn_BD: Tensor, z_BF: Tensor, ctx: StepContext, top: RowTop | None = None
     ) -> tuple[Tensor, Tensor]:
         """(the estimator's loss against its target (0-d), its logits (B,)).
 
@@ -463,12 +480,13 @@ class SoftSAE(BaseSAE):
         activations ("batch"); ``k_loss`` scores log k̂ against it (see
         ``k_targets.estimator_loss``). The target is computed under ``no_grad`` from the
         batch's first ``TARGET_ROWS`` rows: the estimator learns without pushing the SAE.
+        ``top``: the rows' largest latents when the caller has them (``_row_top``).
         """
         # the batch's first TARGET_ROWS rows (under DDP: the global batch's, rank 0's first)
         rows, rows_all = batch_group.prefix_rows(len(xn_BD), TARGET_ROWS)
         # the gain-reading estimators read every row's gains: computed once, reused for the target
         reads_gains = self.estimator in ("gains", "loggains", "priced")
-        gains = self.gains_and_energy(xn_BD, z_BF) if reads_gains else None
+        gains = self.gains_and_energy(xn_BD, z_BF, top) if reads_gains else None
         lam = None
         if gains is not None and self.k_signal != "batch":
             lam = price(gains[0][:rows], ctx.k_target, rows_all)
@@ -482,7 +500,8 @@ class SoftSAE(BaseSAE):
             k_loss = batch_group.mean((log_k_R - target_R.clamp_min(1.0).log()).square(), rows_all)
         else:
             if gains is None:
-                gains = self.gains_and_energy(xn_BD[:rows], z_BF[:rows])
+                top_R = None if top is None else (top[0][:rows], top[1][:rows])
+                gains = self.gains_and_energy(xn_BD[:rows], z_BF[:rows], top_R)
             gains_RM, energy_R = gains[0][:rows], gains[1][:rows, 0]
             k_loss = estimator_loss(
                 self.k_loss, log_k_R, gains_RM, ctx.k_target, energy_R, rows_all, lam

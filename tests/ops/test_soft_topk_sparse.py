@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.ops import soft_topk, soft_topk_product
-from softsae_vision.ops._soft_topk_plan import plan_rows
+from softsae_vision.ops import soft_topk, soft_topk_codes, soft_topk_product
+from softsae_vision.ops._soft_topk_plan import PATH_ENV, plan_rows
+from softsae_vision.ops.lapsum_topk import plan_width
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -74,6 +75,27 @@ def test_matches_the_dense_product_and_its_gradients(name, selection_grad):
     dense, sparse = dense_and_sparse(x, k, alpha, selection_grad)
     for d, s in zip(dense, sparse, strict=True):
         torch.testing.assert_close(s, d, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("path", ["adaptive", "fixed"])
+@pytest.mark.parametrize("width", ["plan", "row"])  # what plan_width says, every entry sorted
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_shared_top_gives_the_same_codes_and_gradients(name, width, path, monkeypatch):
+    # Callers that already hold each row's largest entries (SoftSAE: one topk a step for the
+    # marginal gains and both soft top-k's) pass them; the plan slices them instead of a topk.
+    monkeypatch.setenv(PATH_ENV, path)
+    x, k, alpha = CASES[name]()
+    k_max = float(k.max()) + 1
+    n = plan_width(k_max, x.shape[1], x.device) if width == "plan" else x.shape[1]
+    w = torch.randn(x.shape, generator=_gen(9), dtype=x.dtype)
+    results = []
+    for top in (None, x.topk(n, dim=1, sorted=True)):
+        z = x.clone().requires_grad_(True)
+        kk = k.clone().requires_grad_(True)
+        codes = soft_topk_codes(z, kk, alpha, False, k_max=k_max, top=top).dense()
+        results.append((codes.detach(), *torch.autograd.grad((codes * w).sum(), (z, kk))))
+    for own, shared in zip(*results, strict=True):
+        assert torch.equal(own, shared)
 
 
 def test_float32_codes_are_bitwise_the_dense_product():

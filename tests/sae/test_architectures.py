@@ -343,6 +343,30 @@ def test_sparse_decoding_equals_the_dense_twin(name, planner, monkeypatch):
         torch.testing.assert_close(ss[n], sd[n])
 
 
+@pytest.mark.parametrize("estimator", ["priced", "lean"])  # gains of every row / target rows
+@pytest.mark.parametrize("planner", ["adaptive", "fixed"])
+def test_soft_step_with_one_shared_topk_equals_one_topk_per_use(estimator, planner, monkeypatch):
+    """The soft phase takes each row's top latents once, for the marginal gains and both soft
+    top-k's; without the shared top each computes its own: same loss, codes and gradients."""
+    monkeypatch.setenv("SOFTSAE_SOFT_TOPK_PATH", planner)
+    xn = torch.randn(48, D, generator=torch.Generator().manual_seed(2))
+    results = []
+    for shared in (True, False):
+        if not shared:
+            monkeypatch.setattr(SoftSAE, "_row_top", lambda self, z_BF: None)
+        sae = SoftSAE(D, 256, k=5, estimator=estimator, seed=0)
+        out, loss = _step("softsae_soft", sae, xn)
+        loss.backward()
+        grads = {n: p.grad for n, p in sae.named_parameters() if p.grad is not None}
+        results.append((loss.detach(), out.codes.detach(), grads))
+    (ls, cs, gs), (lo, co, go) = results
+    torch.testing.assert_close(ls, lo, atol=1e-6, rtol=1e-6)
+    assert torch.equal(cs, co)
+    assert gs.keys() == go.keys() and "k_estimator.0.weight" in gs
+    for n in gs:
+        torch.testing.assert_close(gs[n], go[n], atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name", list(ARCH_MAKERS))
 def test_training_forward_and_backward_read_nothing_back(name, monkeypatch):
     """No .item(), bool(tensor), nonzero or boolean-mask indexing in a step's model math."""

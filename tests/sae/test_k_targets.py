@@ -4,6 +4,7 @@ allocation spends the budget where the gains are largest."""
 import pytest
 import torch
 
+from softsae_vision.sae import k_targets
 from softsae_vision.sae.k_targets import (
     K_LOSSES,
     activation_allocation,
@@ -19,13 +20,19 @@ def _unit_rows(n: int, d: int, gen: torch.Generator) -> torch.Tensor:
     return w / w.norm(dim=1, keepdim=True)
 
 
-def test_marginal_gains_match_greedy_reconstruction():
+@pytest.mark.parametrize("M", [8, 13, 20])  # one block of GRAM_BLOCK, a padded one, several
+@pytest.mark.parametrize("chunk_elements", [1 << 20, 1])  # one chunk, a chunk per row
+@pytest.mark.parametrize("shared_top", [False, True])
+def test_marginal_gains_match_greedy_reconstruction(monkeypatch, M, chunk_elements, shared_top):
+    monkeypatch.setattr(k_targets, "GAIN_CHUNK_ELEMENTS", chunk_elements)
     gen = torch.Generator().manual_seed(0)
-    B, F, d, M = 6, 40, 16, 8
+    B, F, d = 6, 40, 16
     z_BF = torch.relu(torch.randn(B, F, generator=gen))
     W_FD = _unit_rows(F, d, gen)
     r_BD = torch.randn(B, d, generator=gen)
-    gains_BM = marginal_gains(z_BF, r_BD, W_FD, M)
+    top = z_BF.topk(M + 5, dim=1, sorted=True) if shared_top else None
+    gains_BM = marginal_gains(z_BF, r_BD, W_FD, M, top=top)
+    assert gains_BM.shape == (B, M)
     c_BM, idx_BM = z_BF.topk(M, dim=1)
     for b in range(B):
         e = r_BD[b].clone()
