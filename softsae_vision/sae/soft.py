@@ -118,7 +118,7 @@ class SoftSAE(BaseSAE):
       λ̄ (the ``gain_price`` buffer) is a running mean of the batch prices k* is allocated at,
       so the features say directly how many candidates are worth their cost (k* counts the
       gains above λ), at any energy scale; asinh keeps them bounded and signed. The gains cost
-      one (M, d) gather and an M × M Gram matrix per input, about one encoder matmul at M = 4K.
+      one (M, d) gather and a blocked Gram product per input (``k_targets.py``).
     The science suite (docs/science.md) compares them on every regime and photo set.
     """
 
