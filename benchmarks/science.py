@@ -68,10 +68,11 @@ def fvu_with_counts(sae, x_BD: torch.Tensor, k_B: torch.Tensor) -> float:
         return float((x_hat_BD - x_BD).square().sum() / (x_BD - x_BD.mean(0)).square().sum())
 
 
-def allocation_fvus(sae, x_BD: torch.Tensor, k: int) -> dict:
+def allocation_metrics(sae, x_BD: torch.Tensor, k: int, n_true_B: np.ndarray) -> dict:
     """FVU of a k-predicting SAE's own encoder with its k̂ replaced by the exact allocation k*
     (what the estimator is trained to predict) and by a constant K: how much of the FVU is the
-    encoder and how much the estimator's prediction."""
+    encoder and how much the estimator's prediction; and ρ(k*, true k), the tracking a k̂ that
+    predicted k* exactly would reach with this dictionary."""
     with torch.no_grad():
         xn_BD = sae.normalize(x_BD)
         z_BF = sae.pre_acts(xn_BD)
@@ -79,6 +80,7 @@ def allocation_fvus(sae, x_BD: torch.Tensor, k: int) -> dict:
     return {
         "fvu_kstar": fvu_with_counts(sae, x_BD, k_star_B),
         "fvu_const_k": fvu_with_counts(sae, x_BD, torch.full((len(x_BD),), k)),
+        "spearman_kstar": spearman(k_star_B.numpy(), n_true_B),
     }
 
 
@@ -127,7 +129,7 @@ def run_model(
         "seconds": seconds,
     }
     if out.k_hat is not None:
-        row.update(allocation_fvus(sae, x_test, regime.k))
+        row.update(allocation_metrics(sae, x_test, regime.k, n_true))
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
 

@@ -93,6 +93,12 @@ METRIC_TABLES = (
     ),
     ("fvu_kstar", "FVU of SoftSAE's encoder with k̂ replaced by the exact allocation k*", 3),
     ("fvu_const_k", "FVU of SoftSAE's encoder with k̂ replaced by a constant K", 3),
+    (
+        "spearman_kstar",
+        "Spearman ρ(k*, true number of active atoms): how well the exact allocation k* of each "
+        "SoftSAE's own dictionary tracks the truth, the ceiling of a k̂ trained on k*",
+        2,
+    ),
 )
 
 
