@@ -14,6 +14,7 @@ decoder can gather through the candidates (ops/sparse_decode.py).
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,9 @@ from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops._soft_topk_apply import candidate_grads, candidate_weights
 from softsae_vision.ops._soft_topk_plan import FixedRows, Plan, RowTop
 from softsae_vision.ops.lapsum_topk import dense_soft_topk, make_plan, prepare
+
+if typing.TYPE_CHECKING:  # sparse_encode imports sparse_decode, which imports this module
+    from softsae_vision.ops.sparse_encode import SparseEncoding
 
 
 @dataclass
@@ -100,6 +104,7 @@ def soft_topk_codes(
     k_max: float | None = None,
     validate: bool = True,
     top: RowTop | None = None,
+    encoding: SparseEncoding | None = None,
 ) -> SelectedCodes:
     """z ⊙ soft_topk(z, k, alpha) in sparse form; the weights see z detached unless selection_grad.
 
@@ -107,26 +112,43 @@ def soft_topk_codes(
     ``k_max`` and ``validate`` as in :func:`~softsae_vision.ops.soft_topk`. ``top``: each row's
     largest entries of z (values, indices), sorted descending, when the caller has them
     (``plan_width`` says how many the plan takes).
+
+    ``encoding``: the :class:`SparseEncoding` whose detached pre-activations ``z`` is: the codes
+    then take the encoder's gradient through each row's candidates only, and the rows the plan
+    serves densely through ``encoding.dense()`` (a recomputation; the fixed plan always makes
+    one). Needs ``selection_grad=False`` (the weights' gradient in z touches every entry).
     """
     if not isinstance(z, Tensor) or z.dim() != 2:
         raise SoftSAEError("soft_topk_product: z must be a (B, F) tensor")
+    if encoding is not None and selection_grad:
+        raise SoftSAEError("soft_topk_codes: a sparse encoding needs selection_grad=False")
     x_BF, k_B, alpha = prepare(z if selection_grad else z.detach(), k, alpha, validate)
     plan = make_plan(x_BF, k_B, alpha, k_max, top)
     out = SelectedCodes((z.shape[0], z.shape[1]))
+
+    def entries(rows_R: Tensor | None, idx_RN: Tensor) -> Tensor:
+        """z at each row's candidates, with the encoder's gradient."""
+        if encoding is not None:
+            return encoding.gather_rows(rows_R, idx_RN)
+        return z.gather(1, idx_RN) if rows_R is None else z[rows_R[:, None], idx_RN]
+
+    def dense_z() -> Tensor:
+        """z with its dense gradient (recomputed from the encoding when there is one)."""
+        return z if encoding is None else encoding.dense()
+
     if plan.fixed is not None:
         fx = plan.fixed
         dense_only = Plan(fixed=FixedRows(fx.idx[:, :0], fx.t[:, :0], fx.dense, fx.ref, fx.u))
-        out.rest = z * dense_soft_topk(x_BF, k_B, alpha, dense_only)  # 0 on candidate rows
+        out.rest = dense_z() * dense_soft_topk(x_BF, k_B, alpha, dense_only)  # 0 on candidate rows
         w_BN = _CandidateWeights.apply(x_BF, k_B, alpha, None, fx.idx, fx.t)  # 0 on dense rows
-        out.groups.append((None, fx.idx, z.gather(1, fx.idx) * w_BN))
+        out.groups.append((None, fx.idx, entries(None, fx.idx) * w_BN))
         return out
     if plan.dense or not plan.sparse:
-        out.rest = z * dense_soft_topk(x_BF, k_B, alpha, plan)
+        out.rest = dense_z() * dense_soft_topk(x_BF, k_B, alpha, plan)
         return out
     for grp in plan.sparse:  # the first serves every row; rows served later have weight 0 there
         w_RM = _CandidateWeights.apply(x_BF, k_B, alpha, grp.rows, grp.idx, grp.t)
-        z_RM = z.gather(1, grp.idx) if grp.rows is None else z[grp.rows[:, None], grp.idx]
-        out.groups.append((grp.rows, grp.idx, z_RM * w_RM))
+        out.groups.append((grp.rows, grp.idx, entries(grp.rows, grp.idx) * w_RM))
     return out
 
 

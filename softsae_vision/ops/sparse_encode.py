@@ -111,7 +111,8 @@ class SparseEncoding:
     def __init__(self, xn_BD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, b_dec_D: Tensor):
         self.xn_BD, self.W_enc_FD, self.b_enc_F, self.b_dec_D = xn_BD, W_enc_FD, b_enc_F, b_dec_D
         with torch.no_grad():
-            self.z_BF = torch.relu(torch.addmm(b_enc_F, xn_BD - b_dec_D, W_enc_FD.t()))
+            self.z_BF = dense_pre_acts(xn_BD, W_enc_FD, b_enc_F, b_dec_D)
+        self._dense_BF: Tensor | None = None
 
     def gather_flat(self, rows_N: Tensor, cols_N: Tensor) -> Tensor:
         """z[rows, cols] (N,) with the sparse encoder gradient; ``rows`` sorted ascending."""
@@ -124,6 +125,21 @@ class SparseEncoding:
         rows_N, cols_N = row_major(idx_BK)
         return self.gather_flat(rows_N, cols_N).view(idx_BK.shape)
 
+    def gather_rows(self, rows_R: Tensor | None, idx_RK: Tensor) -> Tensor:
+        """z[rows_R[r], idx[r, j]] (R, K) with the sparse encoder gradient (rows None: all,
+        else ascending)."""
+        if rows_R is None:
+            return self.gather(idx_RK)
+        rows_N = rows_R.repeat_interleave(idx_RK.shape[1])
+        return self.gather_flat(rows_N, idx_RK.reshape(-1)).view(idx_RK.shape)
+
+    def dense(self) -> Tensor:
+        """z (B, F) recomputed once with autograd's dense gradient: for the rows a selection
+        cannot serve through its chosen entries (the soft top-k's densely served rows)."""
+        if self._dense_BF is None:
+            self._dense_BF = dense_pre_acts(self.xn_BD, self.W_enc_FD, self.b_enc_F, self.b_dec_D)
+        return self._dense_BF
+
 
 def dense_selected_pre_acts(
     xn_BD: Tensor,
@@ -134,5 +150,9 @@ def dense_selected_pre_acts(
     cols_N: Tensor,
 ) -> Tensor:
     """The eager twin of :meth:`SparseEncoding.gather_flat`: dense z, autograd's backward."""
-    z_BF = torch.relu(torch.addmm(b_enc_F, xn_BD - b_dec_D, W_enc_FD.t()))
-    return z_BF[rows_N, cols_N]
+    return dense_pre_acts(xn_BD, W_enc_FD, b_enc_F, b_dec_D)[rows_N, cols_N]
+
+
+def dense_pre_acts(xn_BD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, b_dec_D: Tensor) -> Tensor:
+    """z = ReLU((x̃ − b_dec) W_encᵀ + b_enc) (B, F), as ``BaseSAE.pre_acts`` computes it."""
+    return torch.relu(torch.addmm(b_enc_F, xn_BD - b_dec_D, W_enc_FD.t()))

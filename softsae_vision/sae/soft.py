@@ -59,6 +59,7 @@ from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops import SelectedCodes, batch_group, hard_topk_sparse, soft_topk_codes
 from softsae_vision.ops.lapsum_topk import RowTop, debug_checks, plan_width
 from softsae_vision.ops.sparse_decode import decode_selected, sparse_decode_enabled
+from softsae_vision.ops.sparse_encode import SparseEncoding
 from softsae_vision.sae.base import BaseSAE, SAEOutput, StepContext, TrainOutput, register_sae
 from softsae_vision.sae.k_targets import (
     K_LOSSES,
@@ -362,7 +363,10 @@ class SoftSAE(BaseSAE):
         return SAEOutput(x_hat_BD, codes_BF, k_hat_B)
 
     def train_output(self, xn_BD: Tensor, ctx: StepContext) -> TrainOutput:
-        enc = self.sparse_encoding(xn_BD) if ctx.phase == "hard" else None
+        # the encoder's gradient through the kept latents (hard) or the candidates (soft) only;
+        # with the selection gradient every latent has one
+        sparse = ctx.phase == "hard" or not self.selection_grad
+        enc = self.sparse_encoding(xn_BD) if sparse else None
         z_BF = self.pre_acts(xn_BD) if enc is None else enc.z_BF
         if ctx.phase == "hard":
             extra: dict[str, Tensor] = {}
@@ -381,12 +385,12 @@ class SoftSAE(BaseSAE):
                 x_hat_BD, codes_BF, z_BF, extra_losses=extra, k_hat=k_hat_B, encoding=enc
             )
         if self.k_signal != "soft":
-            return self._train_output_target(xn_BD, z_BF, ctx)
+            return self._train_output_target(xn_BD, z_BF, ctx, enc)
         k_hat_B = self.predict_k_normalized(xn_BD, z_BF)
         # By default the weights see the latents detached: with α far below the latents' scale,
         # ∂p/∂z is a spike of height ~1/α at the threshold that swamps (and, through gradient
         # clipping, shrinks) every other gradient. k̂ still learns through ∂p/∂k̂.
-        selected, x_hat_BD = self._soft_codes(z_BF, k_hat_B, ctx.alpha)
+        selected, x_hat_BD = self._soft_codes(z_BF, k_hat_B, ctx.alpha, encoding=enc)
         codes_BF = selected.dense()
         excess = batch_group.mean(k_hat_B) - ctx.k_target  # the global batch's, under DDP
         k_loss = F.softplus(excess, beta=self.k_loss_beta)
@@ -396,6 +400,7 @@ class SoftSAE(BaseSAE):
             z_BF,
             extra_losses={"k": self.k_loss_coeff * k_loss},
             k_hat=k_hat_B.detach(),
+            encoding=enc,
         )
 
     @torch.no_grad()
@@ -406,9 +411,16 @@ class SoftSAE(BaseSAE):
         return z_BF.detach().topk(min(width, z_BF.shape[1]), dim=1, sorted=True)
 
     def _soft_codes(
-        self, z_BF: Tensor, k_hat_B: Tensor, alpha: float, top: RowTop | None = None
+        self,
+        z_BF: Tensor,
+        k_hat_B: Tensor,
+        alpha: float,
+        top: RowTop | None = None,
+        encoding: SparseEncoding | None = None,
     ) -> tuple[SelectedCodes, Tensor]:
-        """Soft-phase codes z ⊙ soft_topk(z, k̂, α) in sparse form and their decoding (B, d)."""
+        """Soft-phase codes z ⊙ soft_topk(z, k̂, α) in sparse form and their decoding (B, d).
+
+        ``top``, ``encoding``: see :func:`~softsae_vision.ops.soft_topk_codes`."""
         selected = soft_topk_codes(
             z_BF,
             k_hat_B,
@@ -417,6 +429,7 @@ class SoftSAE(BaseSAE):
             k_max=self.k_max,
             validate=debug_checks(),
             top=top,
+            encoding=encoding,
         )
         if sparse_decode_enabled():  # through each row's candidates (and any dense remainder)
             return selected, decode_selected(selected, self.W_dec) + self.b_dec
@@ -433,7 +446,9 @@ class SoftSAE(BaseSAE):
             return activation_allocation(z_BF, mean_k, rows)
         return allocate(self.gains_and_energy(xn_BD, z_BF)[0], mean_k, rows)
 
-    def _train_output_target(self, xn_BD: Tensor, z_BF: Tensor, ctx: StepContext) -> TrainOutput:
+    def _train_output_target(
+        self, xn_BD: Tensor, z_BF: Tensor, ctx: StepContext, enc: SparseEncoding | None = None
+    ) -> TrainOutput:
         """Soft phase with the estimator trained on per-input targets.
 
         The estimator learns k*, the batch's best allocation of the mean budget
@@ -453,10 +468,10 @@ class SoftSAE(BaseSAE):
             soft_k_B = budget_B
         elif self.soft_phase_k == "at_least":
             soft_k_B = torch.maximum(k_hat_B, budget_B)
-        selected, x_hat_BD = self._soft_codes(z_BF, soft_k_B, ctx.alpha, top)
+        selected, x_hat_BD = self._soft_codes(z_BF, soft_k_B, ctx.alpha, top, enc)
         codes_BF = selected.dense()
         if self.soft_phase_k == "both":
-            x_hat_budget_BD = self._soft_codes(z_BF, budget_B, ctx.alpha, top)[1]
+            x_hat_budget_BD = self._soft_codes(z_BF, budget_B, ctx.alpha, top, enc)[1]
             recon_loss = (
                 (x_hat_BD.float() - xn_BD).square().sum(-1).mean()
                 + (x_hat_budget_BD.float() - xn_BD).square().sum(-1).mean()
@@ -468,6 +483,7 @@ class SoftSAE(BaseSAE):
             recon_loss=recon_loss,
             extra_losses={"k": self.k_loss_coeff * k_loss},
             k_hat=k_hat_B,
+            encoding=enc,
         )
 
     def _estimator_target_loss(
