@@ -115,12 +115,16 @@ class BatchTopKSAE(BaseSAE):
         return self.decode_normalized(codes_BF)
 
     def selected_values(self, sel: BatchSelection, enc: SparseEncoding | None) -> Tensor:
-        """The kept values (N,), read through ``enc`` (a sparse encoder gradient) if given."""
+        """The kept values (N,), read through ``enc`` (a sparse encoder gradient) if given.
+
+        Entries of this rank's top list outside the global batch's (data-parallel training)
+        are 0 in ``sel.vals`` and stay 0 here.
+        """
         if enc is None:
             return sel.vals
         at_N = torch.arange(len(sel.cols), device=sel.cols.device)
         rows_N = torch.searchsorted(sel.offsets, at_N, right=True) - 1
-        return enc.gather_flat(rows_N, sel.cols)
+        return torch.where(sel.vals != 0, enc.gather_flat(rows_N, sel.cols), 0)
 
     def train_output(self, xn_BD: Tensor, ctx: StepContext) -> TrainOutput:
         enc = self.sparse_encoding(xn_BD)

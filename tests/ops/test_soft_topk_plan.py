@@ -183,5 +183,8 @@ def test_fast_plan_matches_oracle_on_random_latents(seed, F, log_alpha, zero_fra
     k = torch.rand(4, generator=g, dtype=torch.float64) * k_frac * F + 1e-3
     alpha = 10**log_alpha
     p = soft_topk(x, k, alpha)
-    torch.testing.assert_close(p, soft_topk_reference(x, k, alpha), atol=1e-12, rtol=0)
+    # The candidate path leaves out entries whose total weight is below 2⁻³² of min(1, Σφ)
+    # (_soft_topk_plan.py): each weight is exact to that. Found by hypothesis: seed 0, F 64,
+    # α 10^-1.5, 75 % zeros, k_frac 1/16 is off by 1.8e-12 (the full sort: 2e-16).
+    torch.testing.assert_close(p, soft_topk_reference(x, k, alpha), atol=2**-32, rtol=0)
     torch.testing.assert_close(p.sum(1), k, atol=1e-11, rtol=0)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from softsae_vision.errors import SoftSAEError
+from softsae_vision.ops import soft_topk_codes
+from softsae_vision.ops._soft_topk_plan import PATH_ENV
 from softsae_vision.ops.sparse_decode import sparse_decode_enabled
 from softsae_vision.ops.sparse_encode import (
     SparseEncoding,
@@ -95,6 +98,33 @@ def test_auxk_through_the_encoding_equals_the_dense_loss_and_gradients():
     assert results[0][2][dead].abs().sum() > 0 and results[0][2][~dead].abs().sum() == 0
 
 
+@pytest.mark.parametrize("path", ["adaptive", "fixed"])
+@pytest.mark.parametrize("alpha", [1e-3, 30.0])  # candidate rows; every row served densely
+def test_soft_codes_through_the_encoding_equal_the_dense_gradient(path, alpha, monkeypatch):
+    """SoftSAE's soft phase: z ⊙ soft_topk(z, k) with the encoder's gradient through each
+    row's candidates (and a dense recomputation for rows the plan serves densely)."""
+    monkeypatch.setenv(PATH_ENV, path)
+    k = torch.tensor([1.5, 3.0, 6.2, 2.0, 4.5, 1.0, 8.0, 2.5, 3.3, 5.0], dtype=torch.float64)
+    results = []
+    for sparse in (True, False):
+        xn, W, b_enc, b_dec = params = _params()
+        if sparse:
+            enc = SparseEncoding(xn, W, b_enc, b_dec)
+            sel = soft_topk_codes(enc.z_BF, k, alpha, False, k_max=9.0, encoding=enc)
+        else:
+            z = torch.relu(torch.addmm(b_enc, xn - b_dec, W.T))
+            sel = soft_topk_codes(z, k, alpha, False, k_max=9.0)
+        codes = sel.dense()
+        weights = torch.randn(codes.shape, generator=torch.Generator().manual_seed(6))
+        loss = (codes * weights.double()).sum()
+        results.append((codes.detach(), *torch.autograd.grad(loss, params)))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    assert results[0][2].abs().sum() > 0
+    with pytest.raises(SoftSAEError, match="selection_grad"):
+        soft_topk_codes(enc.z_BF, k, alpha, True, encoding=enc)
+
+
 def test_autocast_grads_come_back_in_the_parameter_dtype():
     xn, W, b_enc, b_dec = (t.detach().float().requires_grad_(True) for t in _params())
     idx = torch.stack([torch.randperm(F)[:K] for _ in range(B)])
@@ -118,8 +148,8 @@ def test_autocast_grads_come_back_in_the_parameter_dtype():
         ("0", False, False),
         ("decode", False, False),
         ("1", True, True),
-        ("auto", False, False),
-        (None, False, False),
+        ("auto", True, False),
+        (None, True, False),
     ],
 )
 def test_switch(monkeypatch, value, cpu, cuda):

@@ -238,7 +238,8 @@ class TestSoftSAE:
             grads.append([codes.detach(), *with_grad])
         assert len(grads[0]) == len(grads[1]) >= 4  # codes, W_enc, b_enc and the estimator
         for sparse, dense in zip(*grads, strict=True):
-            torch.testing.assert_close(sparse, dense, atol=1e-6, rtol=1e-5)
+            # float32 sums in another order where the encoder's gradient is sparse (the CPU)
+            torch.testing.assert_close(sparse, dense, atol=1e-5, rtol=1e-4)
         assert torch.equal(grads[0][0], grads[1][0])
 
     def test_k_loss_is_one_sided_soft_hinge_on_batch_mean(self):
