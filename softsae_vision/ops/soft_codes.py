@@ -14,9 +14,8 @@ decoder can gather through the candidates (ops/sparse_decode.py).
 
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -26,7 +25,7 @@ from softsae_vision.ops._soft_topk_apply import candidate_grads, candidate_weigh
 from softsae_vision.ops._soft_topk_plan import FixedRows, Plan, RowTop
 from softsae_vision.ops.lapsum_topk import dense_soft_topk, make_plan, prepare
 
-if typing.TYPE_CHECKING:  # sparse_encode imports sparse_decode, which imports this module
+if TYPE_CHECKING:  # sparse_encode imports sparse_decode, which imports this module
     from softsae_vision.ops.sparse_encode import SparseEncoding
 
 

@@ -155,5 +155,6 @@ def dense_selected_pre_acts(
 
 
 def dense_pre_acts(xn_BD: Tensor, W_enc_FD: Tensor, b_enc_F: Tensor, b_dec_D: Tensor) -> Tensor:
-    """z = ReLU((x̃ − b_dec) W_encᵀ + b_enc) (B, F), as ``BaseSAE.pre_acts`` computes it."""
+    """z = ReLU((x̃ − b_dec) W_encᵀ + b_enc) (B, F): the pre-activations of every SAE
+    (``BaseSAE.pre_acts``), and of the encoding's dense twin."""
     return torch.relu(torch.addmm(b_enc_F, xn_BD - b_dec_D, W_enc_FD.t()))

@@ -32,7 +32,11 @@ from softsae_vision._io import atomic_write, write_bytes_atomic, write_json_atom
 from softsae_vision._version import __version__
 from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops.sparse_decode import dense_decode, sparse_decode, sparse_decode_enabled
-from softsae_vision.ops.sparse_encode import SparseEncoding, sparse_encode_enabled
+from softsae_vision.ops.sparse_encode import (
+    SparseEncoding,
+    dense_pre_acts,
+    sparse_encode_enabled,
+)
 from softsae_vision.sae_configs import SAEConfig
 
 SCHEMA_VERSION = 1
@@ -234,7 +238,7 @@ class BaseSAE(nn.Module):
     # ----------------------------------------------------------------- core math
     def pre_acts(self, xn_BD: Tensor) -> Tensor:
         """z = ReLU((x̃ − b_dec) W_encᵀ + b_enc), shape (B, F)."""
-        return torch.relu(torch.addmm(self.b_enc, xn_BD - self.b_dec, self.W_enc.t()))
+        return dense_pre_acts(xn_BD, self.W_enc, self.b_enc, self.b_dec)
 
     def sparse_encoding(self, xn_BD: Tensor) -> SparseEncoding | None:
         """z without gradient, read with a gradient through the selected latents; None: off."""

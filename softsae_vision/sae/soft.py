@@ -16,7 +16,8 @@ BatchTopK (the same kind of allocation, on activations) 0 %, TopK 94 %; its held
 0.302 against TopK's 0.222. Training at the budget alone ("budget") recovers 95 % (FVU 0.198)
 but fits the per-input counts of photographs worse than TopK does (bundled photos: FVU 0.035
 against TopK's 0.033). Both terms together keep every input's top-K learning and train the
-counts inference uses: dense dictionary 0.223, bundled photos 0.028. See docs/science.md.
+counts inference uses: dense dictionary 0.224 (five seeds; TopK 0.222), bundled photos
+0.028. See docs/science.md.
 
 Whether k̂ keeps learning in the hard phase (``hard_phase_estimator``): with a target signal
 it does ("trained"), since the dictionary keeps moving and a frozen estimator reads gains it
