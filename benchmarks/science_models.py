@@ -28,6 +28,7 @@ MODELS: dict[str, tuple[str, dict, dict]] = {
         {},
     ),
     "softsae-budget": ("softsae", {"soft_phase_k": "budget"}, {}),
+    "softsae-ramp": ("softsae", {"soft_phase_k": "ramp"}, {}),
     "softsae-at-least": ("softsae", {"soft_phase_k": "at_least"}, {}),
     "softsae-frozen": ("softsae", {"hard_phase_estimator": "frozen"}, {}),
     "softsae-budget-frozen": (

@@ -25,7 +25,7 @@ KSignal = Literal["soft", "gain", "batch"]
 """How SoftSAE's k̂ learns (see ``SoftSAE``)."""
 KLoss = Literal["log", "linear", "weighted", "regret", "log+regret"]
 """How SoftSAE's estimator is scored against its target (see ``k_targets.estimator_loss``)."""
-SoftPhaseK = Literal["budget", "estimated", "both", "at_least"]
+SoftPhaseK = Literal["budget", "estimated", "both", "ramp", "at_least"]
 """Which count of latents SoftSAE's soft-phase reconstruction keeps per input (see ``SoftSAE``)."""
 HardPhaseEstimator = Literal["trained", "frozen"]
 """Whether SoftSAE's k estimator keeps learning in the hard phase (see ``SoftSAE``)."""
@@ -171,7 +171,8 @@ class SoftSAEConfig(SAEConfig):
     """Latents each input keeps in the soft phase's reconstruction: "both" (the mean of two
     losses, from its top-K as in a TopK SAE and from its top-k̂), "budget" (its top-K only: the
     dictionary learns at a fixed budget while k̂ learns the allocation beside it), "estimated"
-    (its top-k̂ only, the paper's) or "at_least" (its top-max(k̂, K)). Default: "both", or
+    (its top-k̂ only, the paper's), "ramp" (both losses, the top-k̂ one's weight rising from 0 to 1
+    over the soft phase) or "at_least" (its top-max(k̂, K)). Default: "both", or
     "estimated" with k_signal "soft" (whose k̂ learns only through those codes)."""
 
     hard_phase_estimator: HardPhaseEstimator | None = None

@@ -126,6 +126,20 @@ class SparseEncoding:
         rows_N, cols_N = row_major(idx_BK)
         return self.gather_flat(rows_N, cols_N).view(idx_BK.shape)
 
+    def kept_flat(self, rows_N: Tensor, cols_N: Tensor, vals_N: Tensor) -> Tensor:
+        """A selection's kept values ``vals`` (N,) re-read with the sparse encoder gradient.
+
+        Entries the selection zeroed stay 0 (a row with fewer positive latents than its slots,
+        a data-parallel rank's entry outside the global batch's top): re-reading them would
+        bring back values the selection dropped. ``rows`` sorted ascending.
+        """
+        return torch.where(vals_N != 0, self.gather_flat(rows_N, cols_N), 0)
+
+    def kept(self, idx_BK: Tensor, vals_BK: Tensor) -> Tensor:
+        """:meth:`kept_flat` for a per-row selection: (B, K) indices and kept values."""
+        rows_N, cols_N = row_major(idx_BK)
+        return self.kept_flat(rows_N, cols_N, vals_BK.reshape(-1)).view(idx_BK.shape)
+
     def gather_rows(self, rows_R: Tensor | None, idx_RK: Tensor) -> Tensor:
         """z[rows_R[r], idx[r, j]] (R, K) with the sparse encoder gradient (rows None: all,
         else ascending)."""

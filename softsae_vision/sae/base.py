@@ -86,6 +86,7 @@ class StepContext:
     phase: str = "soft"  # "soft" or "hard" (SoftSAE); other architectures ignore it
     alpha: float = 1e-4
     k_target: float = 32.0
+    soft_progress: float = 0.5  # share of the soft phase done, in [0, 1] (SoftSAE's "ramp")
 
 
 @dataclass

@@ -26,7 +26,8 @@ class BatchSelection:
 
     codes: Tensor  # (B, F)
     smallest: Tensor  # () the smallest positive kept value (0 if none)
-    cols: Tensor  # (N,) int64 latent of each kept entry, rows in order
+    rows: Tensor  # (N,) int64 row of each kept entry, ascending
+    cols: Tensor  # (N,) int64 latent of each kept entry
     vals: Tensor  # (N,) its value
     offsets: Tensor  # (B,) where each row's entries start
 
@@ -50,7 +51,7 @@ def batch_topk_sparse(z_BF: Tensor, k: float) -> BatchSelection:
     flat_sorted, order = flat_idx.sort()
     rows = torch.div(flat_sorted, F, rounding_mode="floor")
     offsets = torch.searchsorted(rows, torch.arange(B, device=z_BF.device))
-    return BatchSelection(codes, smallest, flat_sorted - rows * F, values[order], offsets)
+    return BatchSelection(codes, smallest, rows, flat_sorted - rows * F, values[order], offsets)
 
 
 def batch_topk(z_BF: Tensor, k: float) -> tuple[Tensor, Tensor]:
@@ -109,9 +110,7 @@ class BatchTopKSAE(BaseSAE):
         vals_N = sel.vals if vals_N is None else vals_N
         if sparse_decode_enabled():
             return sparse_decode(sel.cols, vals_N, self.W_dec, sel.offsets) + self.b_dec
-        at_N = torch.arange(len(sel.cols), device=sel.cols.device)
-        rows_N = torch.searchsorted(sel.offsets, at_N, right=True) - 1
-        codes_BF = vals_N.new_zeros(sel.codes.shape).index_put((rows_N, sel.cols), vals_N)
+        codes_BF = vals_N.new_zeros(sel.codes.shape).index_put((sel.rows, sel.cols), vals_N)
         return self.decode_normalized(codes_BF)
 
     def selected_values(self, sel: BatchSelection, enc: SparseEncoding | None) -> Tensor:
@@ -120,11 +119,7 @@ class BatchTopKSAE(BaseSAE):
         Entries of this rank's top list outside the global batch's (data-parallel training)
         are 0 in ``sel.vals`` and stay 0 here.
         """
-        if enc is None:
-            return sel.vals
-        at_N = torch.arange(len(sel.cols), device=sel.cols.device)
-        rows_N = torch.searchsorted(sel.offsets, at_N, right=True) - 1
-        return torch.where(sel.vals != 0, enc.gather_flat(rows_N, sel.cols), 0)
+        return sel.vals if enc is None else enc.kept_flat(sel.rows, sel.cols, sel.vals)
 
     def train_output(self, xn_BD: Tensor, ctx: StepContext) -> TrainOutput:
         enc = self.sparse_encoding(xn_BD)

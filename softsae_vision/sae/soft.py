@@ -380,7 +380,7 @@ class SoftSAE(BaseSAE):
                     k_hat_B = self.predict_k_normalized(xn_BD, z_BF)
             codes_BF, idx_BK, vals_BK = self.hard_select_sparse(z_BF, k_hat_B)
             if enc is not None:  # the encoder's gradient through the kept latents only
-                vals_BK = torch.where(vals_BK != 0, enc.gather(idx_BK), 0)
+                vals_BK = enc.kept(idx_BK, vals_BK)
             x_hat_BD = self.decode_sparse_normalized(idx_BK, vals_BK)
             return TrainOutput(
                 x_hat_BD, codes_BF, z_BF, extra_losses=extra, k_hat=k_hat_B, encoding=enc
@@ -457,7 +457,8 @@ class SoftSAE(BaseSAE):
         reconstruction keeps, per ``soft_phase_k``, each input's top-K ("budget": the encoder
         and decoder train as a TopK SAE's), its top-k̂ with k̂ detached ("estimated"), its
         top-max(k̂, K) ("at_least"), or both reconstructions with the mean of their losses
-        ("both"; the codes, the AuxK residual and the dead-latent counts are the top-k̂ ones).
+        ("both") or with the top-k̂ loss weighted by the share of the soft phase done ("ramp");
+        with both, the codes, the AuxK residual and the dead-latent counts are the top-k̂ ones.
         """
         top = self._row_top(z_BF)
         k_loss, logits_B = self._estimator_target_loss(xn_BD, z_BF, ctx, top)
@@ -471,12 +472,13 @@ class SoftSAE(BaseSAE):
             soft_k_B = torch.maximum(k_hat_B, budget_B)
         selected, x_hat_BD = self._soft_codes(z_BF, soft_k_B, ctx.alpha, top, enc)
         codes_BF = selected.dense()
-        if self.soft_phase_k == "both":
+        if self.soft_phase_k in ("both", "ramp"):
             x_hat_budget_BD = self._soft_codes(z_BF, budget_B, ctx.alpha, top, enc)[1]
+            w = 0.5 if self.soft_phase_k == "both" else ctx.soft_progress
             recon_loss = (
-                (x_hat_BD.float() - xn_BD).square().sum(-1).mean()
-                + (x_hat_budget_BD.float() - xn_BD).square().sum(-1).mean()
-            ) / 2
+                w * (x_hat_BD.float() - xn_BD).square().sum(-1).mean()
+                + (1 - w) * (x_hat_budget_BD.float() - xn_BD).square().sum(-1).mean()
+            )
         return TrainOutput(
             x_hat_BD,
             codes_BF,

@@ -30,6 +30,11 @@ def phase(step: int, cfg: TrainConfig) -> str:
     return "hard" if step >= hard_phase_start(cfg) else "soft"
 
 
+def soft_progress(step: int, cfg: TrainConfig) -> float:
+    """Share of the soft phase done at ``step``: 0 at the first step, 1 from the hard phase on."""
+    return _ramp(step, 0, hard_phase_start(cfg))
+
+
 def k_target(step: int, cfg: TrainConfig, k: float, k_start: float) -> float:
     """Mean-k budget: falls linearly from ``k_start`` to ``k`` over the annealing steps."""
     t = _ramp(step, 0, round(cfg.k_anneal_frac * cfg.steps))

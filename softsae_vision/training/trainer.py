@@ -194,6 +194,7 @@ class Trainer:
             phase=schedules.phase(step, self.cfg),
             alpha=schedules.alpha(step, self.cfg),
             k_target=schedules.k_target(step, self.cfg, self.k_final, self.k_start),
+            soft_progress=schedules.soft_progress(step, self.cfg),
         )
 
     def train_step(self, x_BD: torch.Tensor, stats: bool = True) -> dict[str, Any] | None:

@@ -192,6 +192,22 @@ class TestSoftSAE:
         ) / 2
         torch.testing.assert_close(out.recon_loss, expected)
 
+    def test_ramp_soft_phase_moves_the_loss_from_the_budget_to_k_hat(self):
+        """ "ramp": at the soft phase's start the loss is the top-K reconstruction's alone, at
+        its end the top-k̂ one's, halfway it is "both"'s average; the codes are top-k̂ throughout."""
+        xn = torch.randn(7, D)
+        ramp = SoftSAE(D, F, k=4, soft_phase_k="ramp", seed=3)
+        for other_mode, progress in (("budget", 0.0), ("estimated", 1.0), ("both", 0.5)):
+            other = SoftSAE(D, F, k=4, soft_phase_k=other_mode, seed=3)
+            ctx = StepContext(phase="soft", alpha=0.1, k_target=4.0, soft_progress=progress)
+            out, ref = ramp.train_output(xn, ctx), other.train_output(xn, ctx)
+            ref_loss = ref.recon_loss
+            if ref_loss is None:
+                ref_loss = (ref.x_hat - xn).square().sum(-1).mean()
+            torch.testing.assert_close(out.recon_loss, ref_loss)
+            estimated = ramp._soft_codes(out.pre_acts, out.k_hat, 0.1)[0].dense()
+            torch.testing.assert_close(out.codes, estimated)
+
     @pytest.mark.parametrize("mode", ["trained", "frozen"])
     def test_hard_phase_estimator_keeps_learning_unless_frozen(self, mode):
         sae = SoftSAE(D, F, k=4, hard_phase_estimator=mode)

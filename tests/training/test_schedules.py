@@ -22,6 +22,14 @@ def test_phase_boundary_and_k_annealing():
     assert S.k_target(50, cfg, 8, 32) == 8
 
 
+def test_soft_progress_rises_over_the_soft_phase_and_stays_at_one_in_the_hard_phase():
+    cfg = TrainConfig(steps=100, hard_frac=0.2)
+    assert S.soft_progress(0, cfg) == 0.0
+    assert S.soft_progress(40, cfg) == pytest.approx(0.5)
+    assert S.soft_progress(79, cfg) < 1.0
+    assert S.soft_progress(80, cfg) == S.soft_progress(99, cfg) == 1.0
+
+
 def test_alpha_fixed_or_annealed():
     assert S.alpha(7, TrainConfig(steps=100, alpha=1e-3)) == 1e-3
     cfg = TrainConfig(steps=100, alpha=1e-4, alpha_start=1.0, alpha_anneal_frac=0.1)
