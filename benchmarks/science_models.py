@@ -28,7 +28,7 @@ MODELS: dict[str, tuple[str, dict, dict]] = {
         {},
     ),
     "softsae-budget": ("softsae", {"soft_phase_k": "budget"}, {}),
-    "softsae-ramp": ("softsae", {"soft_phase_k": "ramp"}, {}),
+    "softsae-both": ("softsae", {"soft_phase_k": "both"}, {}),
     "softsae-at-least": ("softsae", {"soft_phase_k": "at_least"}, {}),
     "softsae-frozen": ("softsae", {"hard_phase_estimator": "frozen"}, {}),
     "softsae-budget-frozen": (
@@ -101,13 +101,16 @@ RECIPES: dict[str, str] = {
     "gains' logs (`--estimator loggains`)",
     "softsae-allocated": "soft phase reconstructing with each input's top-k̂ and the estimator "
     "frozen in the hard phase, as in the paper (`--soft-phase-k estimated "
-    "--hard-phase-estimator frozen`; the previous default)",
+    "--hard-phase-estimator frozen`; the first release's default)",
     "softsae-budget": "soft phase reconstructing with each input's top-K only, k̂ learning "
     "beside it (`--soft-phase-k budget`)",
+    "softsae-both": "the soft phase's loss the mean of the reconstructions from each input's "
+    "top-K and top-k̂ (`--soft-phase-k both`; the previous default)",
     "softsae": "**our default**: k̂ regressed on the marginal-gain allocation, estimator "
     "reading the gains both as shares and against the budget's running price "
-    "(`--estimator priced`); the soft phase's loss averages the reconstructions from each "
-    "input's top-K and top-k̂, the hard phase trains at top-⌊k̂⌋ while k̂ keeps learning",
+    "(`--estimator priced`); the soft phase's loss moves from the reconstruction from each "
+    "input's top-K to the one from its top-k̂ as the phase proceeds, the hard phase trains at "
+    "top-⌊k̂⌋ while k̂ keeps learning",
     "loss-regret": "the paper's estimator scored by the reconstruction a wrong count costs "
     '(`k_loss="regret"`)',
     "topk": "TopK, same K",

@@ -168,11 +168,11 @@ class SoftSAEConfig(SAEConfig):
     """k-estimator learning rate as a multiple of the SAE's (default: scaled to its size)."""
 
     soft_phase_k: SoftPhaseK | None = None
-    """Latents each input keeps in the soft phase's reconstruction: "both" (the mean of two
-    losses, from its top-K as in a TopK SAE and from its top-k̂), "budget" (its top-K only: the
+    """Latents each input keeps in the soft phase's reconstruction: "ramp" (two losses, from
+    its top-K as in a TopK SAE and from its top-k̂, the top-k̂ one's weight rising from 0 to 1
+    over the soft phase), "both" (the mean of those two losses), "budget" (its top-K only: the
     dictionary learns at a fixed budget while k̂ learns the allocation beside it), "estimated"
-    (its top-k̂ only, the paper's), "ramp" (both losses, the top-k̂ one's weight rising from 0 to 1
-    over the soft phase) or "at_least" (its top-max(k̂, K)). Default: "both", or
+    (its top-k̂ only, the paper's) or "at_least" (its top-max(k̂, K)). Default: "ramp", or
     "estimated" with k_signal "soft" (whose k̂ learns only through those codes)."""
 
     hard_phase_estimator: HardPhaseEstimator | None = None

@@ -5,19 +5,20 @@ latents are weighted by the LapSum soft top-k p = soft_topk(z, k̂, α), which s
 batch mean of the allocation is budgeted at K, so single inputs may use few or many latents. In
 the hard phase and at inference each row keeps its top-⌊k̂⌋ latents.
 
-What the soft phase reconstructs with (``soft_phase_k``). By default ("both") the loss is the
-mean of two reconstructions of every input: from its top-K, as in a TopK SAE, and from its
-top-k̂; the hard phase (the last 15 %) then trains at each input's top-⌊k̂⌋. Training the
-dictionary at the allocated counts alone ("estimated", the paper's) starves atoms: the
-allocation, optimal for the dictionary of the moment, gives the latents of rarely-large atoms
-no inputs to learn from, and they die. On the science suite's dense-dictionary regime (1024
-atoms in d 64) SoftSAE trained that way recovers 40 % of the true atoms (cosine > 0.9),
-BatchTopK (the same kind of allocation, on activations) 0 %, TopK 94 %; its held-out FVU is
-0.302 against TopK's 0.222. Training at the budget alone ("budget") recovers 95 % (FVU 0.198)
-but fits the per-input counts of photographs worse than TopK does (bundled photos: FVU 0.035
-against TopK's 0.033). Both terms together keep every input's top-K learning and train the
-counts inference uses: dense dictionary 0.224 (five seeds; TopK 0.222), bundled photos
-0.028. See docs/science.md.
+What the soft phase reconstructs with (``soft_phase_k``). By default ("ramp") the loss mixes
+two reconstructions of every input, from its top-K as in a TopK SAE and from its top-k̂, the
+top-k̂ one's weight rising from 0 to 1 over the soft phase; the hard phase (the last 15 %) then
+trains at each input's top-⌊k̂⌋. Training the dictionary at the allocated counts from the start
+("estimated", the paper's) starves atoms: the allocation, optimal for the dictionary of the
+moment, gives the latents of rarely-large atoms no inputs to learn from, and they die. On the
+science suite's dense-dictionary regime (1024 atoms in d 64) SoftSAE trained that way recovers
+40 % of the true atoms (cosine > 0.9), BatchTopK (the same kind of allocation, on activations)
+0 %, TopK 94 %; its held-out FVU is 0.302 against TopK's 0.222. Training at the budget alone
+("budget") keeps the atoms but never fits the dictionary to the counts inference uses before
+the hard phase (ViT-width regime FVU 0.293, bundled photos 0.035; TopK 0.301 and 0.033). The
+ramp trains at the budget while k̂ is still learning and at the per-input counts by the end,
+with no jump into the hard phase; see docs/choosing_k.md for its numbers against "both" (the
+two losses averaged throughout, the previous default) and the others, and docs/science.md.
 
 Whether k̂ keeps learning in the hard phase (``hard_phase_estimator``): with a target signal
 it does ("trained"), since the dictionary keeps moving and a frozen estimator reads gains it
@@ -183,7 +184,7 @@ class SoftSAE(BaseSAE):
             raise SoftSAEError(f"k_loss must be one of {K_LOSSES}, got {k_loss!r}")
         self.k_loss = k_loss
         learns_through_codes = k_signal == "soft"
-        soft_phase_k = soft_phase_k or ("estimated" if learns_through_codes else "both")
+        soft_phase_k = soft_phase_k or ("estimated" if learns_through_codes else "ramp")
         if soft_phase_k not in SOFT_PHASE_KS:
             raise SoftSAEError(f"soft_phase_k must be one of {SOFT_PHASE_KS}, got {soft_phase_k!r}")
         hard_phase_estimator = hard_phase_estimator or (
@@ -465,7 +466,7 @@ class SoftSAE(BaseSAE):
         k_hat_B = self.k_from_logits(logits_B.detach())
         budget_B = torch.full_like(k_hat_B, ctx.k_target)
         recon_loss = None
-        soft_k_B = k_hat_B  # "estimated" and "both"
+        soft_k_B = k_hat_B  # "estimated", "both" and "ramp"
         if self.soft_phase_k == "budget":
             soft_k_B = budget_B
         elif self.soft_phase_k == "at_least":

@@ -163,7 +163,7 @@ class TestSoftSAE:
 
     def test_defaults_train_both_reconstructions_and_the_estimator_in_the_hard_phase(self):
         sae = SoftSAE(D, F, k=4)
-        assert (sae.soft_phase_k, sae.hard_phase_estimator) == ("both", "trained")
+        assert (sae.soft_phase_k, sae.hard_phase_estimator) == ("ramp", "trained")
         out = sae.train_output(torch.randn(5, D), StepContext(phase="soft", k_target=4.0))
         assert out.recon_loss is not None and "k" in out.extra_losses
 
