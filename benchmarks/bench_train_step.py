@@ -36,8 +36,49 @@ from softsae_vision.training import TrainConfig
 from softsae_vision.training.trainer import Trainer
 
 
+def spread_k_hat(sae: SoftSAE, x_ND: torch.Tensor, spread: float) -> None:
+    """Give k̂ a trained estimator's spread: the estimator's output layer scaled so its logits
+    have standard deviation ``spread`` over x, the calibration set so the mean k̂ is K.
+
+    With spread 1 and k_max = 4·K, k̂ spans about 0.2·K to 3.5·K, as on the science suite's
+    regimes. The soft top-k's candidate width follows the batch's largest k̂, so an untrained
+    estimator (every k̂ about K) understates the cost of a soft-phase step.
+    """
+    with torch.no_grad():
+        logits_N = sae.k_logits(sae.normalize(x_ND.to(sae.W_dec.device)))
+        scale = spread / float(logits_N.std().clamp_min(1e-12))
+        last = sae.k_estimator[-1]
+        last.weight.mul_(scale)
+        last.bias.mul_(scale)
+        logits_N = logits_N * scale
+        lo, hi = -40.0, 40.0  # the mean k̂ rises with the offset: bisect for mean k̂ = K
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            if float(sae.k_from_logits(logits_N, mid).mean()) > sae.k:
+                hi = mid
+            else:
+                lo = mid
+        sae.k_calibration.fill_((lo + hi) / 2)
+
+
+def k_hat_quantiles(sae: SoftSAE, x_ND: torch.Tensor) -> dict[str, float]:
+    """k̂'s 10th, 50th and 90th percentiles and maximum over x, rounded."""
+    with torch.no_grad():
+        k_N = sae.predict_k_normalized(sae.normalize(x_ND.to(sae.W_dec.device))).float().cpu()
+    qs = torch.quantile(k_N, torch.tensor([0.1, 0.5, 0.9]))
+    return {"p10": round(float(qs[0]), 1), "p50": round(float(qs[1]), 1),
+            "p90": round(float(qs[2]), 1), "max": round(float(k_N.max()), 1)}  # fmt: skip
+
+
 def make_trainer(
-    sae, x_ND, alpha: float, steps: int, device, precision: str, hard: bool = False
+    sae,
+    x_ND,
+    alpha: float,
+    steps: int,
+    device,
+    precision: str,
+    hard: bool = False,
+    k_spread: float = 0.0,
 ) -> Trainer:
     cfg = TrainConfig(
         steps=10**6,
@@ -54,6 +95,8 @@ def make_trainer(
     trainer = Trainer(sae, cfg, device)
     for _ in range(steps):  # leave initialisation behind: realistic latent statistics
         trainer.train_step(x_ND)
+    if isinstance(sae, SoftSAE) and k_spread > 0:
+        spread_k_hat(sae, x_ND, k_spread)
     return trainer
 
 
@@ -92,6 +135,7 @@ def step_times(
     precision: str = "auto",
     k_signal: str = "gain",
     encoder_grad: bool = False,
+    k_spread: float = 1.0,
 ) -> dict:
     """Median ms per step of TopK and SoftSAE with the priced (default), paper and lean
     estimators, and their ratios.
@@ -128,7 +172,9 @@ def step_times(
                 runs[f"{name}/{mode}_encoder_grad"] = (make, name == "softsae_hard", env)
     trainers = {}
     for name, (make, hard, env) in runs.items():
-        build = lambda m=make, h=hard: make_trainer(m(), x_ND, alpha, warm_steps, dev, precision, h)  # noqa: E731
+        build = lambda m=make, h=hard: make_trainer(  # noqa: E731
+            m(), x_ND, alpha, warm_steps, dev, precision, h, k_spread
+        )
         trainers[name] = (_with_env(env, build)(), env)
 
     def timed(t: Trainer, env: str | None):
@@ -142,6 +188,8 @@ def step_times(
         "precision": trainers["topk"][0].precision,
         "k_signal": k_signal,
         "sparse_decode_env": os.environ.get(SPARSE_DECODE_ENV, "auto"),
+        "k_spread": k_spread,
+        "k_hat_priced": k_hat_quantiles(trainers["softsae_priced"][0].sae, x_ND),
         "ms": {name: round(1000 * t, 2) for name, t in times.items()},
         "ratio_softsae_priced_over_topk": round(times["softsae_priced"] / times["topk"], 3),
         "ratio_softsae_paper_over_topk": round(times["softsae_paper"] / times["topk"], 3),
@@ -179,6 +227,13 @@ def main() -> None:
     ap.add_argument(
         "--encoder-grad", action="store_true", help="also dense vs sparse encoder gradient"
     )
+    ap.add_argument(
+        "--k-spread",
+        type=float,
+        default=1.0,
+        help="standard deviation of the SoftSAEs' k̂ logits (mean k̂ kept at K; 1: k̂ from about "
+        "0.2·K to 3.5·K, as trained; 0: every k̂ about K, as an untrained estimator)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     result = step_times(
@@ -193,6 +248,7 @@ def main() -> None:
         args.precision,
         args.k_signal,
         args.encoder_grad,
+        args.k_spread,
     )
     emit_json(
         {

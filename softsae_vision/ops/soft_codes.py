@@ -14,6 +14,7 @@ decoder can gather through the candidates (ops/sparse_decode.py).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,13 +34,16 @@ if TYPE_CHECKING:  # sparse_encode imports sparse_decode, which imports this mod
 class SelectedCodes:
     """Codes (B, F) held as candidate groups plus an optional dense remainder.
 
-    codes = rest (or zeros) + Σ_groups scatter of ``vals`` at (rows, idx); ``rows`` None
-    means every row of the batch.
+    codes = rest (or zeros) + Σ_groups scatter of ``vals`` at (rows, idx) + Σ_flat scatter of
+    ``vals`` at (rows, cols). A group has the same number of candidates in every row, ``rows``
+    None meaning every row of the batch; a flat group lists entries one by one (``rows``
+    ascending), as many per row as that row keeps.
     """
 
     shape: tuple[int, int]
     groups: list[tuple[Tensor | None, Tensor, Tensor]] = field(default_factory=list)
     rest: Tensor | None = None  # (B, F)
+    flat: list[tuple[Tensor, Tensor, Tensor]] = field(default_factory=list)  # (N,) each
 
     def dense(self) -> Tensor:
         """The codes as one (B, F) tensor."""
@@ -51,9 +55,38 @@ class SelectedCodes:
                 codes_BF = codes_BF.scatter_add(1, idx_RN, vals_RN)
             else:
                 codes_BF = codes_BF.index_put((rows_R[:, None], idx_RN), vals_RN, accumulate=True)
+        for rows_N, cols_N, vals_N in self.flat:
+            if codes_BF is None:
+                codes_BF = vals_N.new_zeros(self.shape)
+            codes_BF = codes_BF.index_put((rows_N, cols_N), vals_N, accumulate=True)
         if codes_BF is None:
             raise SoftSAEError("SelectedCodes holds nothing")
         return codes_BF
+
+
+KEPT_SHARE_BITS = 64
+"""A candidate of zero weight is still kept while its share of the threshold's gradient,
+φ_j / Σ φ_i with φ = ½e^{−|t|}, may exceed 2^−KEPT_SHARE_BITS."""
+
+
+def _weighted_entries(
+    rows_R: Tensor | None, idx_RM: Tensor, t_RM: Tensor, w_RM: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(rows (N,) ascending, cols (N,), weights (N,)): the candidates of a group that matter.
+
+    With k̂ varying per row a group is as wide as the largest k̂ needs, and most of a small-k̂
+    row's candidates lie far below its threshold: their weights round to 0 in the codes' dtype,
+    and their share of ∂L/∂k̂ (φ_j / Σ φ_i) is below 2^−64. Dropping them changes no code, no
+    gradient of z or W_dec, and ∂L/∂k̂ by less than float64 rounding. A zero weight alone is
+    not enough: when the threshold sits in a wide gap between two latents, the one below it
+    has a weight that rounds to 0 and carries half of ∂L/∂k̂.
+    """
+    abs_t_RM = t_RM.abs()
+    near_R1 = abs_t_RM.amin(dim=1, keepdim=True) + KEPT_SHARE_BITS * math.log(2)
+    keep_RM = (w_RM.detach() != 0) | (abs_t_RM <= near_R1)
+    row_ids_R = torch.arange(idx_RM.shape[0], device=idx_RM.device) if rows_R is None else rows_R
+    rows_N = row_ids_R[:, None].expand_as(idx_RM)[keep_RM]
+    return rows_N, idx_RM[keep_RM], w_RM[keep_RM]
 
 
 class _CandidateWeights(torch.autograd.Function):
@@ -131,6 +164,12 @@ def soft_topk_codes(
             return encoding.gather_rows(rows_R, idx_RN)
         return z.gather(1, idx_RN) if rows_R is None else z[rows_R[:, None], idx_RN]
 
+    def flat_entries(rows_N: Tensor, cols_N: Tensor) -> Tensor:
+        """z at (rows, cols) (N,), with the encoder's gradient."""
+        if encoding is not None:
+            return encoding.gather_flat(rows_N, cols_N)
+        return z[rows_N, cols_N]
+
     def dense_z() -> Tensor:
         """z with its dense gradient (recomputed from the encoding when there is one)."""
         return z if encoding is None else encoding.dense()
@@ -145,9 +184,13 @@ def soft_topk_codes(
     if plan.dense or not plan.sparse:
         out.rest = dense_z() * dense_soft_topk(x_BF, k_B, alpha, plan)
         return out
-    for grp in plan.sparse:  # the first serves every row; rows served later have weight 0 there
+    # the adaptive plan (its shapes already follow the data): each row keeps only its
+    # candidates of nonzero weight. The first group serves every row; rows served later have
+    # weight 0 there
+    for grp in plan.sparse:
         w_RM = _CandidateWeights.apply(x_BF, k_B, alpha, grp.rows, grp.idx, grp.t)
-        out.groups.append((grp.rows, grp.idx, entries(grp.rows, grp.idx) * w_RM))
+        rows_N, cols_N, w_N = _weighted_entries(grp.rows, grp.idx, grp.t, w_RM)
+        out.flat.append((rows_N, cols_N, flat_entries(rows_N, cols_N) * w_N))
     return out
 
 

@@ -68,11 +68,16 @@ def decode_rows(
 
 
 def decode_selected(codes: SelectedCodes, W_FD: Tensor) -> Tensor:
-    """codes.dense() @ W (B, d), through the candidate groups and the dense remainder."""
+    """codes.dense() @ W (B, d), through the candidate groups, the flat groups and the dense
+    remainder."""
     B = codes.shape[0]
     out_BD = None
     for rows_R, idx_RK, vals_RK in codes.groups:
         part_BD = decode_rows(rows_R, idx_RK, vals_RK, W_FD, B)
+        out_BD = part_BD if out_BD is None else out_BD + part_BD
+    for rows_N, cols_N, vals_N in codes.flat:  # rows ascending: one bag per row
+        offsets_B = torch.searchsorted(rows_N, torch.arange(B, device=rows_N.device))
+        part_BD = sparse_decode(cols_N, vals_N, W_FD, offsets_B)
         out_BD = part_BD if out_BD is None else out_BD + part_BD
     if codes.rest is not None:
         dtype = _compute_dtype(W_FD)

@@ -106,6 +106,24 @@ def test_float32_codes_are_bitwise_the_dense_product():
     torch.testing.assert_close(sparse[2], dense[2], atol=1e-6, rtol=1e-6)
 
 
+def test_each_row_keeps_only_its_candidates_of_nonzero_weight():
+    """The first group is as wide as the largest k needs; a row with a small k keeps fewer
+    entries (its other candidates' weights round to 0), and nothing else changes."""
+    x, k, alpha = case_sparse()
+    x, k = x.float(), k.float()
+    width = plan_rows(x, k, alpha, fast=True).sparse[0].idx.shape[1]
+    codes = soft_topk_codes(x, k, alpha, False)
+    assert not codes.groups and codes.rest is None and len(codes.flat) == 1
+    rows_N, cols_N, vals_N = codes.flat[0]
+    per_row = torch.bincount(rows_N, minlength=len(k))
+    assert bool((rows_N[1:] >= rows_N[:-1]).all())  # ascending: one bag per row
+    assert int(per_row.max()) <= width and int(per_row.min()) < width // 2
+    assert per_row[k.argmin()] < per_row[k.argmax()]
+    dense, sparse = dense_and_sparse(x, k, alpha, False, dtype=torch.float32)
+    assert torch.equal(sparse[0], dense[0]) and torch.equal(sparse[1], dense[1])
+    torch.testing.assert_close(sparse[2], dense[2], atol=1e-6, rtol=1e-6)
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_gradcheck_in_k(name):
     x, k, alpha = CASES[name]()

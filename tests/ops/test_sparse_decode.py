@@ -57,6 +57,17 @@ def test_selected_codes_with_row_groups_and_remainder():
     torch.testing.assert_close(decode_selected(codes, W), codes.dense() @ W, atol=1e-12, rtol=0)
 
 
+def test_selected_codes_with_a_flat_group_decode_row_by_row():
+    """A flat group: entries listed one by one, rows ascending, some rows with none."""
+    idx, vals, W = _inputs(3)
+    counts = torch.tensor([K, 0, 3, K, 1, 0, K, 2, K, K, 5, 4])
+    keep = torch.arange(K)[None, :] < counts[:, None]
+    rows = torch.arange(B)[:, None].expand_as(idx)[keep]
+    codes = SelectedCodes((B, F), flat=[(rows, idx[keep], vals[keep])])
+    torch.testing.assert_close(codes.dense(), dense_decode(idx, vals * keep, torch.eye(F).double()))
+    torch.testing.assert_close(decode_selected(codes, W), codes.dense() @ W, atol=1e-12, rtol=0)
+
+
 def test_autocast_decodes_in_the_autocast_dtype():
     idx, vals, W = _inputs()
     with torch.autocast("cpu", dtype=torch.bfloat16):
