@@ -8,8 +8,10 @@ into zeros. The same numbers as the dense product, without a dense p, two dense 
 p's dense gradient. With the adaptive plan, a batch with a row served densely (see
 _soft_topk_plan.py) falls back to the dense product; with the fixed plan
 (_soft_topk_fixed.py) the dense rows' product is added as a masked remainder, so no branch
-depends on the data. The result keeps its sparse form (:class:`SelectedCodes`) so that a
-decoder can gather through the candidates (ops/sparse_decode.py).
+depends on the data. On the adaptive plan each row then keeps only the candidates that
+matter (``_weighted_entries``): a group is as wide as the batch's largest k needs. The result
+keeps its sparse form (:class:`SelectedCodes`) so that a decoder can gather through the
+candidates (ops/sparse_decode.py).
 """
 
 from __future__ import annotations
