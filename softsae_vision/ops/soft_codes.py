@@ -160,11 +160,9 @@ def soft_topk_codes(
     plan = make_plan(x_BF, k_B, alpha, k_max, top)
     out = SelectedCodes((z.shape[0], z.shape[1]))
 
-    def entries(rows_R: Tensor | None, idx_RN: Tensor) -> Tensor:
-        """z at each row's candidates, with the encoder's gradient."""
-        if encoding is not None:
-            return encoding.gather_rows(rows_R, idx_RN)
-        return z.gather(1, idx_RN) if rows_R is None else z[rows_R[:, None], idx_RN]
+    def entries(idx_BN: Tensor) -> Tensor:
+        """z at every row's candidates (B, N), with the encoder's gradient."""
+        return z.gather(1, idx_BN) if encoding is None else encoding.gather(idx_BN)
 
     def flat_entries(rows_N: Tensor, cols_N: Tensor) -> Tensor:
         """z at (rows, cols) (N,), with the encoder's gradient."""
@@ -181,14 +179,14 @@ def soft_topk_codes(
         dense_only = Plan(fixed=FixedRows(fx.idx[:, :0], fx.t[:, :0], fx.dense, fx.ref, fx.u))
         out.rest = dense_z() * dense_soft_topk(x_BF, k_B, alpha, dense_only)  # 0 on candidate rows
         w_BN = _CandidateWeights.apply(x_BF, k_B, alpha, None, fx.idx, fx.t)  # 0 on dense rows
-        out.groups.append((None, fx.idx, entries(None, fx.idx) * w_BN))
+        out.groups.append((None, fx.idx, entries(fx.idx) * w_BN))
         return out
     if plan.dense or not plan.sparse:
         out.rest = dense_z() * dense_soft_topk(x_BF, k_B, alpha, plan)
         return out
-    # the adaptive plan (its shapes already follow the data): each row keeps only its
-    # candidates of nonzero weight. The first group serves every row; rows served later have
-    # weight 0 there
+    # the adaptive plan (its shapes already follow the data): each row keeps only the
+    # candidates that matter. The first group serves every row; rows served later have weight
+    # 0 there
     for grp in plan.sparse:
         w_RM = _CandidateWeights.apply(x_BF, k_B, alpha, grp.rows, grp.idx, grp.t)
         rows_N, cols_N, w_N = _weighted_entries(grp.rows, grp.idx, grp.t, w_RM)

@@ -140,14 +140,6 @@ class SparseEncoding:
         rows_N, cols_N = row_major(idx_BK)
         return self.kept_flat(rows_N, cols_N, vals_BK.reshape(-1)).view(idx_BK.shape)
 
-    def gather_rows(self, rows_R: Tensor | None, idx_RK: Tensor) -> Tensor:
-        """z[rows_R[r], idx[r, j]] (R, K) with the sparse encoder gradient (rows None: all,
-        else ascending)."""
-        if rows_R is None:
-            return self.gather(idx_RK)
-        rows_N = rows_R.repeat_interleave(idx_RK.shape[1])
-        return self.gather_flat(rows_N, idx_RK.reshape(-1)).view(idx_RK.shape)
-
     def dense(self) -> Tensor:
         """z (B, F) recomputed once with autograd's dense gradient: for the rows a selection
         cannot serve through its chosen entries (the soft top-k's densely served rows)."""
