@@ -36,6 +36,12 @@ def _compute_dtype(W_FD: Tensor) -> torch.dtype:
     return W_FD.dtype
 
 
+def row_offsets(rows_N: Tensor, n_rows: int) -> Tensor:
+    """Where each of rows 0..n_rows−1 starts among entries whose ``rows_N`` are ascending
+    (n_rows,): the ``offsets`` of :func:`sparse_decode` for entries listed one by one."""
+    return torch.searchsorted(rows_N, torch.arange(n_rows, device=rows_N.device))
+
+
 def sparse_decode(
     idx_BK: Tensor, vals_BK: Tensor, W_FD: Tensor, offsets_B: Tensor | None = None
 ) -> Tensor:
@@ -76,8 +82,7 @@ def decode_selected(codes: SelectedCodes, W_FD: Tensor) -> Tensor:
         part_BD = decode_rows(rows_R, idx_RK, vals_RK, W_FD, B)
         out_BD = part_BD if out_BD is None else out_BD + part_BD
     for rows_N, cols_N, vals_N in codes.flat:  # rows ascending: one bag per row
-        offsets_B = torch.searchsorted(rows_N, torch.arange(B, device=rows_N.device))
-        part_BD = sparse_decode(cols_N, vals_N, W_FD, offsets_B)
+        part_BD = sparse_decode(cols_N, vals_N, W_FD, row_offsets(rows_N, B))
         out_BD = part_BD if out_BD is None else out_BD + part_BD
     if codes.rest is not None:
         dtype = _compute_dtype(W_FD)

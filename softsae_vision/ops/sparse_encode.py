@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from softsae_vision.ops.sparse_decode import SPARSE_DECODE_ENV
+from softsae_vision.ops.sparse_decode import SPARSE_DECODE_ENV, row_offsets
 
 SPARSE_ENCODE_DEVICES: tuple[str, ...] = ("cpu",)
 """Device types where ``auto`` takes the sparse encoder gradient (measured faster there)."""
@@ -90,8 +90,7 @@ class _SelectedPreActs(torch.autograd.Function):
 
 def input_grad(rows_N: Tensor, cols_N: Tensor, g_N: Tensor, W_FD: Tensor, n_rows: int) -> Tensor:
     """Σ g_n W[cols_n] into row rows_n (n_rows, d); ``rows_N`` sorted ascending."""
-    at_B = torch.arange(n_rows, device=rows_N.device, dtype=rows_N.dtype)
-    starts_B = torch.searchsorted(rows_N, at_B)
+    starts_B = row_offsets(rows_N, n_rows)
     return F.embedding_bag(cols_N, W_FD, starts_B, per_sample_weights=g_N, mode="sum")
 
 

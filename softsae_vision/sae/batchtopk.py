@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from softsae_vision.ops import batch_group, hard_topk
-from softsae_vision.ops.sparse_decode import sparse_decode, sparse_decode_enabled
+from softsae_vision.ops.sparse_decode import row_offsets, sparse_decode, sparse_decode_enabled
 from softsae_vision.ops.sparse_encode import SparseEncoding
 from softsae_vision.sae.base import BaseSAE, StepContext, TrainOutput, register_sae
 from softsae_vision.sae.topk import check_k
@@ -50,7 +50,7 @@ def batch_topk_sparse(z_BF: Tensor, k: float) -> BatchSelection:
     smallest = torch.where(torch.isfinite(smallest), smallest, 0.0)
     flat_sorted, order = flat_idx.sort()
     rows = torch.div(flat_sorted, F, rounding_mode="floor")
-    offsets = torch.searchsorted(rows, torch.arange(B, device=z_BF.device))
+    offsets = row_offsets(rows, B)
     return BatchSelection(codes, smallest, rows, flat_sorted - rows * F, values[order], offsets)
 
 
