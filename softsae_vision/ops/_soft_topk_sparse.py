@@ -1,4 +1,5 @@
-"""Old (private) path of :mod:`softsae_vision.ops.soft_codes`; ops/sparse_decode.py still reads it.
+"""Old (private) path of :mod:`softsae_vision.ops.soft_codes` (``SelectedCodes`` now lives in
+:mod:`softsae_vision.ops.selected_codes`).
 
 Import ``soft_topk_codes``, ``soft_topk_product`` and ``SelectedCodes`` from
 ``softsae_vision.ops`` instead. Remove this module once nothing imports it.

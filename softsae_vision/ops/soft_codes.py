@@ -1,6 +1,7 @@
 """z ⊙ soft_topk(z, k, α) formed on each row's candidates: the SoftSAE's soft codes.
 
-Public as ``softsae_vision.ops.soft_topk_codes`` / ``soft_topk_product`` / ``SelectedCodes``.
+Public as ``softsae_vision.ops.soft_topk_codes`` / ``soft_topk_product``; the codes come back
+as a :class:`~softsae_vision.ops.SelectedCodes` (ops/selected_codes.py).
 
 When every row of the plan is served by its top candidates, p is zero off them, so the
 product only needs the candidates: gather z there, multiply by their weights and scatter
@@ -17,8 +18,7 @@ candidates (ops/sparse_decode.py).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -27,44 +27,8 @@ from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops._soft_topk_apply import candidate_grads, candidate_weights
 from softsae_vision.ops._soft_topk_plan import FixedRows, Plan, RowTop
 from softsae_vision.ops.lapsum_topk import dense_soft_topk, make_plan, prepare
-
-if TYPE_CHECKING:  # sparse_encode imports sparse_decode, which imports this module
-    from softsae_vision.ops.sparse_encode import SparseEncoding
-
-
-@dataclass
-class SelectedCodes:
-    """Codes (B, F) held as candidate groups plus an optional dense remainder.
-
-    codes = rest (or zeros) + Σ_groups scatter of ``vals`` at (rows, idx) + Σ_flat scatter of
-    ``vals`` at (rows, cols). A group has the same number of candidates in every row, ``rows``
-    None meaning every row of the batch; a flat group lists entries one by one (``rows``
-    ascending), as many per row as that row keeps.
-    """
-
-    shape: tuple[int, int]
-    groups: list[tuple[Tensor | None, Tensor, Tensor]] = field(default_factory=list)
-    rest: Tensor | None = None  # (B, F)
-    flat: list[tuple[Tensor, Tensor, Tensor]] = field(default_factory=list)  # (N,) each
-
-    def dense(self) -> Tensor:
-        """The codes as one (B, F) tensor."""
-        codes_BF = self.rest
-        for rows_R, idx_RN, vals_RN in self.groups:
-            if codes_BF is None:
-                codes_BF = vals_RN.new_zeros(self.shape)
-            if rows_R is None:
-                codes_BF = codes_BF.scatter_add(1, idx_RN, vals_RN)
-            else:
-                codes_BF = codes_BF.index_put((rows_R[:, None], idx_RN), vals_RN, accumulate=True)
-        for rows_N, cols_N, vals_N in self.flat:
-            if codes_BF is None:
-                codes_BF = vals_N.new_zeros(self.shape)
-            codes_BF = codes_BF.index_put((rows_N, cols_N), vals_N, accumulate=True)
-        if codes_BF is None:
-            raise SoftSAEError("SelectedCodes holds nothing")
-        return codes_BF
-
+from softsae_vision.ops.selected_codes import SelectedCodes
+from softsae_vision.ops.sparse_encode import SparseEncoding
 
 KEPT_SHARE_BITS = 64
 """A candidate of zero weight is still kept while its share of the threshold's gradient,

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.ops.soft_codes import SelectedCodes
+from softsae_vision.ops.selected_codes import SelectedCodes
 
 SPARSE_DECODE_ENV = "SOFTSAE_SPARSE_DECODE"
 

@@ -69,6 +69,18 @@ def hard_topk_sparse(
 
     The selected entries in sparse form, for decoders that gather through them.
     """
+    idx_BK, vals_BK = hard_topk_entries(x, k, k_max=k_max, validate=validate)
+    if x.dim() == 1:
+        return torch.zeros_like(x).scatter_(0, idx_BK, vals_BK), idx_BK, vals_BK
+    return torch.zeros_like(x).scatter_(1, idx_BK, vals_BK), idx_BK, vals_BK  # no extra copy
+
+
+def hard_topk_entries(
+    x: Tensor, k: int | Tensor, *, k_max: int | None = None, validate: bool = True
+) -> tuple[Tensor, Tensor]:
+    """(idx (B, K), kept values (B, K), 0 past each row's k) with K = k_max: the entries of
+    :func:`hard_topk` alone, without the dense (B, F) result (a training step's selection).
+    """
     if not isinstance(x, Tensor) or x.dim() not in (1, 2):
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise SoftSAEError(f"hard_topk: x must be a (B, F) or (F,) tensor, got {shape}")
@@ -85,7 +97,6 @@ def hard_topk_sparse(
     vals_BK, idx_BK = torch.topk(x_BF, k_max, dim=1, sorted=True)
     keep_BK = torch.arange(k_max, device=x_BF.device)[None, :] < k_B[:, None]
     vals_BK = torch.where(keep_BK, vals_BK, torch.zeros_like(vals_BK))
-    out_BF = torch.zeros_like(x_BF).scatter_(1, idx_BK, vals_BK)  # in place: no extra copy
     if x.dim() == 1:
-        return out_BF[0], idx_BK[0], vals_BK[0]
-    return out_BF, idx_BK, vals_BK
+        return idx_BK[0], vals_BK[0]
+    return idx_BK, vals_BK

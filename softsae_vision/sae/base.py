@@ -15,6 +15,7 @@ Conventions (all architectures):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 from softsae_vision._io import atomic_write, write_bytes_atomic, write_json_atomic  # noqa: F401 (viz imports atomic_write from here)
 from softsae_vision._version import __version__
 from softsae_vision.errors import SoftSAEError
+from softsae_vision.ops.selected_codes import SelectedCodes
 from softsae_vision.ops.sparse_decode import dense_decode, sparse_decode, sparse_decode_enabled
 from softsae_vision.ops.sparse_encode import (
     SparseEncoding,
@@ -94,12 +96,22 @@ class TrainOutput:
     """The training-path result in normalised space."""
 
     x_hat: Tensor  # (B, d) normalised reconstruction
-    codes: Tensor  # (B, F) the latents actually used
+    selected: SelectedCodes  # the latents actually used (B, F), as the entries kept
     pre_acts: Tensor  # (B, F) z before selection (for AuxK)
     recon_loss: Tensor | None = None  # set when the architecture defines its own (Matryoshka)
     extra_losses: dict[str, Tensor] = field(default_factory=dict)  # already weighted
     k_hat: Tensor | None = None  # (B,) float32
     encoding: SparseEncoding | None = None  # set when pre_acts is detached (sparse gradient)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.selected, Tensor):  # dense codes, as TrainOutput took them before
+            self.selected = SelectedCodes.from_dense(self.selected)
+
+    @functools.cached_property
+    def codes(self) -> Tensor:
+        """The codes as a dense (B, F) tensor, built on first use (the trainer reads
+        ``selected``'s entries instead)."""
+        return self.selected.dense()
 
 
 INIT_STREAM_SALT = 0x5AE1
@@ -276,10 +288,13 @@ class BaseSAE(nn.Module):
         z_BF = self.pre_acts(xn_BD)
         chosen = self.select_sparse(z_BF)
         if chosen is not None:
-            codes_BF, idx_BK, vals_BK = chosen
-            return TrainOutput(self.decode_sparse_normalized(idx_BK, vals_BK), codes_BF, z_BF)
+            _, idx_BK, vals_BK = chosen
+            x_hat_BD = self.decode_sparse_normalized(idx_BK, vals_BK)
+            selected = SelectedCodes.from_rows(idx_BK, vals_BK, self.n_latents)
+            return TrainOutput(x_hat_BD, selected, z_BF)
         codes_BF = self.select(z_BF)
-        return TrainOutput(self.decode_normalized(codes_BF), codes_BF, z_BF)
+        x_hat_BD = self.decode_normalized(codes_BF)
+        return TrainOutput(x_hat_BD, SelectedCodes.from_dense(codes_BF), z_BF)
 
     # ----------------------------------------------------------------- public API
     def encode(self, x_BD: Tensor) -> Tensor:

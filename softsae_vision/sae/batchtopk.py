@@ -7,12 +7,13 @@ average of the smallest activation selected in training) keeps every latent abov
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from softsae_vision.ops import batch_group, hard_topk
+from softsae_vision.ops import SelectedCodes, batch_group, hard_topk
 from softsae_vision.ops.sparse_decode import row_offsets, sparse_decode, sparse_decode_enabled
 from softsae_vision.ops.sparse_encode import SparseEncoding
 from softsae_vision.sae.base import BaseSAE, StepContext, TrainOutput, register_sae
@@ -24,12 +25,22 @@ from softsae_vision.sae_configs import BatchTopKConfig
 class BatchSelection:
     """The kept entries of a batch-level top-k, ordered by row (for gather decoding)."""
 
-    codes: Tensor  # (B, F)
+    shape: tuple[int, int]  # (B, F)
     smallest: Tensor  # () the smallest positive kept value (0 if none)
     rows: Tensor  # (N,) int64 row of each kept entry, ascending
     cols: Tensor  # (N,) int64 latent of each kept entry
     vals: Tensor  # (N,) its value
     offsets: Tensor  # (B,) where each row's entries start
+
+    @property
+    def selected(self) -> SelectedCodes:
+        """The kept entries as :class:`SelectedCodes`."""
+        return SelectedCodes.from_entries(self.rows, self.cols, self.vals, self.shape)
+
+    @functools.cached_property
+    def codes(self) -> Tensor:
+        """The codes (B, F), built on first use."""
+        return self.selected.dense()
 
 
 def batch_topk_sparse(z_BF: Tensor, k: float) -> BatchSelection:
@@ -45,13 +56,12 @@ def batch_topk_sparse(z_BF: Tensor, k: float) -> BatchSelection:
     values, flat_idx = z_BF.flatten().topk(min(n_keep, z_BF.numel()), sorted=False)
     if batch_group.active() is not None:
         values = values * (values >= batch_group.kth_largest(values, n_keep))
-    codes = torch.zeros_like(z_BF).flatten().scatter(0, flat_idx, values).view_as(z_BF)
     smallest = batch_group.minimum(torch.where(values > 0, values, torch.inf).amin())
     smallest = torch.where(torch.isfinite(smallest), smallest, 0.0)
     flat_sorted, order = flat_idx.sort()
     rows = torch.div(flat_sorted, F, rounding_mode="floor")
     offsets = row_offsets(rows, B)
-    return BatchSelection(codes, smallest, rows, flat_sorted - rows * F, values[order], offsets)
+    return BatchSelection((B, F), smallest, rows, flat_sorted - rows * F, values[order], offsets)
 
 
 def batch_topk(z_BF: Tensor, k: float) -> tuple[Tensor, Tensor]:
@@ -110,7 +120,7 @@ class BatchTopKSAE(BaseSAE):
         vals_N = sel.vals if vals_N is None else vals_N
         if sparse_decode_enabled():
             return sparse_decode(sel.cols, vals_N, self.W_dec, sel.offsets) + self.b_dec
-        codes_BF = vals_N.new_zeros(sel.codes.shape).index_put((sel.rows, sel.cols), vals_N)
+        codes_BF = vals_N.new_zeros(sel.shape).index_put((sel.rows, sel.cols), vals_N)
         return self.decode_normalized(codes_BF)
 
     def selected_values(self, sel: BatchSelection, enc: SparseEncoding | None) -> Tensor:
@@ -126,4 +136,4 @@ class BatchTopKSAE(BaseSAE):
         z_BF = self.pre_acts(xn_BD) if enc is None else enc.z_BF
         sel = self.train_selection(z_BF)
         x_hat_BD = self.decode_selection(sel, self.selected_values(sel, enc))
-        return TrainOutput(x_hat_BD, sel.codes, z_BF, encoding=enc)
+        return TrainOutput(x_hat_BD, sel.selected, z_BF, encoding=enc)

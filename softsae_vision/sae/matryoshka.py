@@ -52,7 +52,6 @@ class MatryoshkaSAE(BatchTopKSAE):
         enc = self.sparse_encoding(xn_BD)  # on only with the sparse decoder (same switch)
         z_BF = self.pre_acts(xn_BD) if enc is None else enc.z_BF
         sel = self.train_selection(z_BF)
-        codes_BF = sel.codes
         if sparse_decode_enabled():  # each group's kept entries, gathered (the rest weigh 0)
             ends = torch.tensor(self.group_sizes, device=z_BF.device).cumsum(0)
             group_N = torch.bucketize(sel.cols, ends, right=True)
@@ -65,7 +64,7 @@ class MatryoshkaSAE(BatchTopKSAE):
             partials = [
                 c_BG @ w_GD
                 for c_BG, w_GD in zip(
-                    codes_BF.split(self.group_sizes, dim=1),
+                    sel.codes.split(self.group_sizes, dim=1),
                     self.W_dec.split(self.group_sizes, dim=0),
                     strict=True,
                 )
@@ -73,5 +72,5 @@ class MatryoshkaSAE(BatchTopKSAE):
         prefix_GBD = torch.stack(partials).cumsum(0) + self.b_dec  # (groups, B, d)
         prefix_losses_G = (prefix_GBD - xn_BD).pow(2).sum(-1).mean(-1)
         return TrainOutput(
-            prefix_GBD[-1], codes_BF, z_BF, recon_loss=prefix_losses_G.mean(), encoding=enc
+            prefix_GBD[-1], sel.selected, z_BF, recon_loss=prefix_losses_G.mean(), encoding=enc
         )

@@ -58,7 +58,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.ops import SelectedCodes, batch_group, hard_topk_sparse, soft_topk_codes
+from softsae_vision.ops import (
+    SelectedCodes,
+    batch_group,
+    hard_topk_entries,
+    hard_topk_sparse,
+    soft_topk_codes,
+)
 from softsae_vision.ops.lapsum_topk import RowTop, debug_checks, plan_width
 from softsae_vision.ops.sparse_decode import decode_selected, sparse_decode_enabled
 from softsae_vision.ops.sparse_encode import SparseEncoding
@@ -329,6 +335,11 @@ class SoftSAE(BaseSAE):
         k_B = k_hat_B.detach().floor().long()
         return hard_topk_sparse(z_BF, k_B, k_max=int(self.k_max), validate=debug_checks())
 
+    def hard_select_entries(self, z_BF: Tensor, k_hat_B: Tensor) -> tuple[Tensor, Tensor]:
+        """(idx, values (B, ⌊k_max⌋)) of :meth:`hard_select_sparse`, without the dense codes."""
+        k_B = k_hat_B.detach().floor().long()
+        return hard_topk_entries(z_BF, k_B, k_max=int(self.k_max), validate=debug_checks())
+
     def hard_select(self, z_BF: Tensor, k_hat_B: Tensor) -> Tensor:
         return self.hard_select_sparse(z_BF, k_hat_B)[0]
 
@@ -379,12 +390,13 @@ class SoftSAE(BaseSAE):
             else:
                 with torch.no_grad():
                     k_hat_B = self.predict_k_normalized(xn_BD, z_BF)
-            codes_BF, idx_BK, vals_BK = self.hard_select_sparse(z_BF, k_hat_B)
+            idx_BK, vals_BK = self.hard_select_entries(z_BF, k_hat_B)
             if enc is not None:  # the encoder's gradient through the kept latents only
                 vals_BK = enc.kept(idx_BK, vals_BK)
             x_hat_BD = self.decode_sparse_normalized(idx_BK, vals_BK)
+            selected = SelectedCodes.from_rows(idx_BK, vals_BK, self.n_latents)
             return TrainOutput(
-                x_hat_BD, codes_BF, z_BF, extra_losses=extra, k_hat=k_hat_B, encoding=enc
+                x_hat_BD, selected, z_BF, extra_losses=extra, k_hat=k_hat_B, encoding=enc
             )
         if self.k_signal != "soft":
             return self._train_output_target(xn_BD, z_BF, ctx, enc)
@@ -393,12 +405,11 @@ class SoftSAE(BaseSAE):
         # ∂p/∂z is a spike of height ~1/α at the threshold that swamps (and, through gradient
         # clipping, shrinks) every other gradient. k̂ still learns through ∂p/∂k̂.
         selected, x_hat_BD = self._soft_codes(z_BF, k_hat_B, ctx.alpha, encoding=enc)
-        codes_BF = selected.dense()
         excess = batch_group.mean(k_hat_B) - ctx.k_target  # the global batch's, under DDP
         k_loss = F.softplus(excess, beta=self.k_loss_beta)
         return TrainOutput(
             x_hat_BD,
-            codes_BF,
+            selected,
             z_BF,
             extra_losses={"k": self.k_loss_coeff * k_loss},
             k_hat=k_hat_B.detach(),
@@ -472,7 +483,6 @@ class SoftSAE(BaseSAE):
         elif self.soft_phase_k == "at_least":
             soft_k_B = torch.maximum(k_hat_B, budget_B)
         selected, x_hat_BD = self._soft_codes(z_BF, soft_k_B, ctx.alpha, top, enc)
-        codes_BF = selected.dense()
         if self.soft_phase_k in ("both", "ramp"):
             x_hat_budget_BD = self._soft_codes(z_BF, budget_B, ctx.alpha, top, enc)[1]
             w = 0.5 if self.soft_phase_k == "both" else ctx.soft_progress
@@ -482,7 +492,7 @@ class SoftSAE(BaseSAE):
             )
         return TrainOutput(
             x_hat_BD,
-            codes_BF,
+            selected,
             z_BF,
             recon_loss=recon_loss,
             extra_losses={"k": self.k_loss_coeff * k_loss},

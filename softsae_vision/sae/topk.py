@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from softsae_vision.errors import SoftSAEError
-from softsae_vision.ops import hard_topk, hard_topk_sparse
+from softsae_vision.ops import SelectedCodes, hard_topk, hard_topk_entries, hard_topk_sparse
 from softsae_vision.sae.base import BaseSAE, StepContext, TrainOutput, register_sae
 from softsae_vision.sae_configs import TopKConfig
 
@@ -44,6 +44,7 @@ class TopKSAE(BaseSAE):
         enc = self.sparse_encoding(xn_BD)  # the encoder's gradient through the K kept latents
         if enc is None:
             return super().train_output(xn_BD, ctx)
-        codes_BF, idx_BK, _ = self.select_sparse(enc.z_BF)
+        idx_BK, vals_BK = hard_topk_entries(enc.z_BF, self.k, validate=False)
         x_hat_BD = self.decode_sparse_normalized(idx_BK, enc.gather(idx_BK))
-        return TrainOutput(x_hat_BD, codes_BF, enc.z_BF, encoding=enc)
+        selected = SelectedCodes.from_rows(idx_BK, vals_BK, self.n_latents)
+        return TrainOutput(x_hat_BD, selected, enc.z_BF, encoding=enc)

@@ -237,17 +237,16 @@ class Trainer:
         sae.normalize_decoder()
 
         n_rows = self.ranks.global_rows(x_BD.shape[0])
-        with torch.no_grad():
-            active_BF = out.codes != 0
+        with torch.no_grad():  # from the kept entries: no pass over a dense (B, F)
             self.since_fired_F += n_rows
-            fired_F = self.ranks.any_(active_BF.any(0))
+            fired_F = self.ranks.any_(out.selected.fired())
             self.since_fired_F.masked_fill_(fired_F, 0)  # no boolean indexing: no sync
         self.inputs_seen += n_rows
         self.step += 1
         if not stats:
             return None
         with torch.no_grad():
-            l0_B = self.ranks.gather_rows(active_BF.sum(-1).float())  # the global batch's
+            l0_B = self.ranks.gather_rows(out.selected.row_counts())  # the global batch's
             values = {
                 "loss": loss.detach(),
                 "mse": mse.detach(),
