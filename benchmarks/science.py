@@ -76,7 +76,7 @@ def allocation_metrics(sae, x_BD: torch.Tensor, k: int, n_true_B: np.ndarray) ->
     with torch.no_grad():
         xn_BD = sae.normalize(x_BD)
         z_BF = sae.pre_acts(xn_BD)
-        k_star_B = allocate(sae.gains_and_energy(xn_BD, z_BF)[0], k)
+        k_star_B = allocate(sae.gains_and_energy(xn_BD, z_BF)[0], k, count=sae.k_count)
     return {
         "fvu_kstar": fvu_with_counts(sae, x_BD, k_star_B),
         "fvu_const_k": fvu_with_counts(sae, x_BD, torch.full((len(x_BD),), k)),

@@ -21,6 +21,8 @@ MODELS: dict[str, tuple[str, dict, dict]] = {
     "softsae-lean": ("softsae", {"estimator": "lean"}, {}),
     "softsae-gains": ("softsae", {"estimator": "gains"}, {}),
     "softsae-loggains": ("softsae", {"estimator": "loggains"}, {}),
+    # how k* counts an input's latents at the price: the best prefix in the encoder's order
+    "softsae-prefix": ("softsae", {"k_count": "prefix"}, {}),
     # what the dictionary trains on in the soft phase, and whether k̂ learns in the hard phase
     "softsae-allocated": (
         "softsae",
@@ -106,6 +108,8 @@ RECIPES: dict[str, str] = {
     "beside it (`--soft-phase-k budget`)",
     "softsae-both": "the soft phase's loss the mean of the reconstructions from each input's "
     "top-K and top-k̂ (`--soft-phase-k both`; the previous default)",
+    "softsae-prefix": "k* counting the best prefix of each input's latents in the encoder's "
+    "order instead of its gains above the price (`--k-count prefix`)",
     "softsae": "**our default**: k̂ regressed on the marginal-gain allocation, estimator "
     "reading the gains both as shares and against the budget's running price "
     "(`--estimator priced`); the soft phase's loss moves from the reconstruction from each "

@@ -118,7 +118,7 @@ def oracle_allocation(sae, store, layer, rows: np.ndarray) -> np.ndarray:
         xn = sae.normalize(acts_BTD.reshape(b * t, d))
         z = sae.pre_acts(xn)
         gains.append(sae.gains_and_energy(xn, z)[0])
-    k_star = allocate(torch.cat(gains), sae.k)
+    k_star = allocate(torch.cat(gains), sae.k, count=sae.k_count)
     return k_star.reshape(len(rows), *store.grid).numpy()
 
 

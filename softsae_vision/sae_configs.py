@@ -25,6 +25,8 @@ KSignal = Literal["soft", "gain", "batch"]
 """How SoftSAE's k̂ learns (see ``SoftSAE``)."""
 KLoss = Literal["log", "linear", "weighted", "regret", "log+regret"]
 """How SoftSAE's estimator is scored against its target (see ``k_targets.estimator_loss``)."""
+KCount = Literal["above", "prefix"]
+"""How SoftSAE's gain target counts an input's latents (see ``k_targets.count_at``)."""
 SoftPhaseK = Literal["budget", "estimated", "both", "ramp", "at_least"]
 """Which count of latents SoftSAE's soft-phase reconstruction keeps per input (see ``SoftSAE``)."""
 HardPhaseEstimator = Literal["trained", "frozen"]
@@ -163,6 +165,12 @@ class SoftSAEConfig(SAEConfig):
     """How the estimator is scored against the gain allocation: "log" (log k̂ → log k*),
     "linear", "weighted" (by each input's energy), "regret" (the reconstruction a wrong count
     costs) or "log+regret"."""
+
+    k_count: KCount = "above"
+    """How the gain allocation counts an input's latents at the batch's price λ: "above" (its
+    candidates whose marginal gain is at least λ) or "prefix" (the number of its largest
+    latents, in the encoder's order as inference keeps them, whose gains net of λ add up the
+    most)."""
 
     estimator_lr_scale: float | None = None
     """k-estimator learning rate as a multiple of the SAE's (default: scaled to its size)."""

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from softsae_vision.ops import batch_group
-from softsae_vision.sae_configs import KLoss
+from softsae_vision.sae_configs import KCount, KLoss
 
 GAIN_CHUNK_ELEMENTS = 1 << 20
 """Rows are processed in chunks of at most this many (rows · M · d) gathered elements (4 MiB in
@@ -119,9 +119,36 @@ def count_above(gain_BM: Tensor, price_: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def allocate(gain_BM: Tensor, mean_k: float, rows: int | None = None) -> Tensor:
-    """k*_b = number of row b's gains among the round(mean_k·B) largest of the batch (B,)."""
-    return count_above(gain_BM, price(gain_BM, mean_k, rows))
+def best_prefix(gain_BM: Tensor, price_: Tensor) -> Tensor:
+    """Each row's best number of leading candidates at the price λ (B,), float.
+
+    Inference keeps a prefix of each row's latents in the encoder's order (its top-⌊k̂⌋), and
+    Σ_{j ≤ k} (Δ_j − λ) is what keeping k of them gains net of their budget cost: the k that
+    maximises it (0 when no prefix gains) is the minimiser of ``allocation_regret``. It differs
+    from ``count_above`` where the gains are not decreasing (a latent that nearly repeats an
+    earlier one gains little, the next one more). A price ≤ 0 counts as 0.
+    """
+    net_BM = (gain_BM - price_.clamp_min(0)).cumsum(1)
+    best = net_BM.max(1)  # the first maximal position: trailing zero gains do not extend it
+    return torch.where(best.values > 0, best.indices + 1, 0).float()
+
+
+K_COUNTS: tuple[KCount, ...] = typing.get_args(KCount)
+"""How an input's latents are counted at the batch's price (see ``count_at``)."""
+
+
+def count_at(gain_BM: Tensor, price_: Tensor, count: KCount = "above") -> Tensor:
+    """k*_b (B,) at the price λ: ``count_above`` ("above") or ``best_prefix`` ("prefix")."""
+    return best_prefix(gain_BM, price_) if count == "prefix" else count_above(gain_BM, price_)
+
+
+@torch.no_grad()
+def allocate(
+    gain_BM: Tensor, mean_k: float, rows: int | None = None, count: KCount = "above"
+) -> Tensor:
+    """k*_b (B,): row b's count (``count_at``) at the price that keeps the round(mean_k·B)
+    largest gains of the batch (by default the number of its gains among them)."""
+    return count_at(gain_BM, price(gain_BM, mean_k, rows), count)
 
 
 def allocation_regret(k_B: Tensor, gain_BM: Tensor, price_: Tensor) -> Tensor:
@@ -166,6 +193,7 @@ def estimator_loss(
     energy_R: Tensor,
     rows: int | None = None,
     price_: Tensor | None = None,
+    count: KCount = "above",
 ) -> Tensor:
     """The k estimator's loss for predictions log k̂ ``log_k_R`` (differentiable) (0-d).
 
@@ -182,9 +210,10 @@ def estimator_loss(
     ``rows``: the batch's size when these are one rank's rows of a data-parallel batch (the
     price and the mean are then the global batch's; the energy normalisation stays per rank).
     ``price_``: the batch's price λ when the caller already has it (``price`` of these gains).
+    ``count``: how k* counts a row's latents at λ (``count_at``).
     """
     lam = price(gain_RM, mean_k, rows) if price_ is None else price_
-    target_R = count_above(gain_RM, lam)
+    target_R = count_at(gain_RM, lam, count)
     mean_energy = energy_R.mean().clamp_min(1e-12)
 
     def log_err() -> Tensor:

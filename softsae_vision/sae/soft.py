@@ -70,6 +70,7 @@ from softsae_vision.ops.sparse_decode import decode_selected, sparse_decode_enab
 from softsae_vision.ops.sparse_encode import SparseEncoding
 from softsae_vision.sae.base import BaseSAE, SAEOutput, StepContext, TrainOutput, register_sae
 from softsae_vision.sae.k_targets import (
+    K_COUNTS,
     K_LOSSES,
     activation_allocation,
     allocate,
@@ -81,6 +82,7 @@ from softsae_vision.sae.topk import check_k
 from softsae_vision.sae_configs import (
     Estimator,
     HardPhaseEstimator,
+    KCount,
     KLoss,
     KSignal,
     SoftPhaseK,
@@ -159,6 +161,7 @@ class SoftSAE(BaseSAE):
         selection_grad: bool = False,
         k_signal: KSignal = "gain",
         k_loss: KLoss = "log",
+        k_count: KCount = "above",
         estimator_lr_scale: float | None = None,
         soft_phase_k: SoftPhaseK | None = None,
         hard_phase_estimator: HardPhaseEstimator | None = None,
@@ -189,6 +192,9 @@ class SoftSAE(BaseSAE):
         if k_loss not in K_LOSSES:
             raise SoftSAEError(f"k_loss must be one of {K_LOSSES}, got {k_loss!r}")
         self.k_loss = k_loss
+        if k_count not in K_COUNTS:
+            raise SoftSAEError(f"k_count must be one of {K_COUNTS}, got {k_count!r}")
+        self.k_count: KCount = k_count
         learns_through_codes = k_signal == "soft"
         soft_phase_k = soft_phase_k or ("estimated" if learns_through_codes else "ramp")
         if soft_phase_k not in SOFT_PHASE_KS:
@@ -457,7 +463,7 @@ class SoftSAE(BaseSAE):
         """
         if self.k_signal == "batch":
             return activation_allocation(z_BF, mean_k, rows)
-        return allocate(self.gains_and_energy(xn_BD, z_BF)[0], mean_k, rows)
+        return allocate(self.gains_and_energy(xn_BD, z_BF)[0], mean_k, rows, self.k_count)
 
     def _train_output_target(
         self, xn_BD: Tensor, z_BF: Tensor, ctx: StepContext, enc: SparseEncoding | None = None
@@ -534,7 +540,7 @@ class SoftSAE(BaseSAE):
                 gains = self.gains_and_energy(xn_BD[:rows], z_BF[:rows], top_R)
             gains_RM, energy_R = gains[0][:rows], gains[1][:rows, 0]
             k_loss = estimator_loss(
-                self.k_loss, log_k_R, gains_RM, ctx.k_target, energy_R, rows_all, lam
+                self.k_loss, log_k_R, gains_RM, ctx.k_target, energy_R, rows_all, lam, self.k_count
             )
         return k_loss, logits_B
 

@@ -10,6 +10,8 @@ from softsae_vision.sae.k_targets import (
     activation_allocation,
     allocate,
     allocation_regret,
+    best_prefix,
+    count_above,
     estimator_loss,
     marginal_gains,
 )
@@ -112,3 +114,62 @@ def test_every_estimator_loss_is_smallest_at_the_allocation(kind):
     assert loss((best_B - 0.5).clamp(0.5, 8)) >= at_best  # the last kept gain may equal λ
     for delta in (0.7, 2.0):
         assert loss((best_B + delta).clamp(0.5, 8)) > at_best
+
+
+def test_the_best_prefix_counts_the_leading_latents_worth_their_price():
+    lam = torch.tensor(1.0)
+    gains_BM = torch.tensor(
+        [
+            [5.0, 0.5, 4.0, 0.0],  # a near-repeat in second place: keep it to reach the third
+            [5.0, 0.2, 0.2, 1.5],  # the third's net gain does not pay for the two before it
+            [0.5, 0.4, 0.0, 0.0],  # nothing is worth its price
+            [3.0, 0.0, 0.0, 0.0],  # trailing zeros (latents that are off) do not extend it
+        ]
+    )
+    assert torch.equal(best_prefix(gains_BM, lam), torch.tensor([3.0, 1.0, 0.0, 1.0]))
+    assert torch.equal(count_above(gains_BM, lam), torch.tensor([2.0, 2.0, 0.0, 1.0]))
+    assert torch.equal(best_prefix(gains_BM, torch.tensor(-2.0))[3], torch.tensor(1.0))
+
+
+def test_the_best_prefix_is_where_the_allocation_regret_is_zero():
+    gen = torch.Generator().manual_seed(3)
+    gains_BM = torch.randn(64, 12, generator=gen).abs() * torch.rand(64, 1, generator=gen)
+    lam = gains_BM.flatten().kthvalue(400).values
+    k_B = best_prefix(gains_BM, lam)
+    assert k_B.unique().numel() > 3, "the rows must need different counts"
+    regret_at = torch.stack(
+        [allocation_regret(torch.full((64,), float(k)), gains_BM, lam) for k in range(13)], 1
+    )
+    torch.testing.assert_close(regret_at.gather(1, k_B.long()[:, None]).squeeze(1), torch.zeros(64))
+    assert (regret_at >= -1e-6).all()
+
+
+@pytest.mark.parametrize("kind", ["log", "linear", "weighted"])
+def test_the_prefix_count_is_the_estimators_target_when_asked(kind):
+    gen = torch.Generator().manual_seed(4)
+    gains_BM = torch.randn(32, 10, generator=gen).abs() * torch.rand(32, 1, generator=gen)
+    gains_BM[:, 0] += 10.0  # every row keeps at least one latent: the losses agree on k* ≥ 1
+    energy_B = torch.ones(32)
+    mean_k = 3.0
+    target_B = allocate(gains_BM, mean_k, count="prefix")
+    assert not torch.equal(target_B, allocate(gains_BM, mean_k))
+
+    def loss(k_B: torch.Tensor) -> float:
+        return float(estimator_loss(kind, k_B.log(), gains_BM, mean_k, energy_B, count="prefix"))
+
+    assert loss(target_B) == pytest.approx(0.0, abs=1e-12)
+    assert loss(target_B + 1) > 0
+
+
+def test_a_softsae_counts_its_targets_as_configured(tmp_path):
+    from softsae_vision.errors import SoftSAEError
+    from softsae_vision.sae import SoftSAE, load_sae
+
+    sae = SoftSAE(8, 32, k=3, k_count="prefix", seed=0)
+    xn_BD = torch.randn(64, 8, generator=torch.Generator().manual_seed(5))
+    z_BF = sae.pre_acts(xn_BD)
+    gains_BM = sae.gains_and_energy(xn_BD, z_BF)[0]
+    assert torch.equal(sae.k_targets(xn_BD, z_BF, 3.0), allocate(gains_BM, 3.0, count="prefix"))
+    assert load_sae(sae.save(tmp_path / "sae")).k_count == "prefix"
+    with pytest.raises(SoftSAEError, match="k_count"):
+        SoftSAE(8, 32, k=3, k_count="middle")  # pyright: ignore[reportArgumentType]
