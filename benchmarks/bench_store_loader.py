@@ -33,8 +33,9 @@ from _common import emit_json, time_interleaved
 
 from softsae_vision.backbones import Preprocess, TokenLayout
 from softsae_vision.data.arrays import ArraySource
-from softsae_vision.data.store import ImageRecord, StoreWriter, new_meta
+from softsae_vision.data.store_format import ImageRecord, new_meta
 from softsae_vision.data.store_source import StoreSource
+from softsae_vision.data.store_writer import StoreWriter
 from softsae_vision.devices import resolve_device
 
 DISTS = ("gaussian", "heavy", "vit", "zeros")
