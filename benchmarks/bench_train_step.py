@@ -11,6 +11,10 @@ and at k̂ only), paper and lean k estimators, all in the soft phase
 (the expensive one: soft top-k plus the estimator's backward). On CUDA each timed step ends
 with a synchronisation. Prints one JSON object.
 
+``--dead-frac`` (default 0.1) holds that share of every SAE's latents dead, past the trainer's
+dead-latent window, so every timed step includes AuxK, as a run's steps do after its first 10M
+inputs; ``--k-spread`` (default 1) gives the SoftSAEs' k̂ a trained estimator's spread.
+
 ``--encoder-grad`` also times, in the same interleaved rounds, the steps whose encoder
 gradient can go through the selected latents only (TopK, BatchTopK, Matryoshka, SoftSAE's hard
 phase) with ``SOFTSAE_SPARSE_DECODE=1`` (sparse decoder and encoder gradient) against
@@ -79,6 +83,7 @@ def make_trainer(
     precision: str,
     hard: bool = False,
     k_spread: float = 0.0,
+    dead_frac: float = 0.0,
 ) -> Trainer:
     cfg = TrainConfig(
         steps=10**6,
@@ -97,7 +102,23 @@ def make_trainer(
         trainer.train_step(x_ND)
     if isinstance(sae, SoftSAE) and k_spread > 0:
         spread_k_hat(sae, x_ND, k_spread)
+    if dead_frac > 0:
+        make_dead(trainer, dead_frac)
     return trainer
+
+
+def make_dead(trainer: Trainer, share: float) -> None:
+    """Put ``trainer`` past its dead-latent window with ``share`` of the latents dead, as a run
+    is after its first 10M inputs: AuxK is then on in every step. The chosen latents' encoder
+    biases are pushed far down so that they stay dead while the step is timed."""
+    sae = trainer.sae
+    gen = torch.Generator().manual_seed(0)
+    dead_F = torch.randperm(sae.n_latents, generator=gen)[: round(share * sae.n_latents)]
+    dead_F = dead_F.to(sae.b_enc.device)
+    with torch.no_grad():
+        sae.b_enc[dead_F] -= 1e3
+    trainer.since_fired_F[dead_F] = trainer.dead_threshold
+    trainer.inputs_seen = max(trainer.inputs_seen, trainer.dead_threshold)
 
 
 def _with_env(value: str | None, fn: Callable[[], object]) -> Callable[[], object]:
@@ -136,6 +157,7 @@ def step_times(
     k_signal: str = "gain",
     encoder_grad: bool = False,
     k_spread: float = 1.0,
+    dead_frac: float = 0.1,
 ) -> dict:
     """Median ms per step of TopK and SoftSAE with the priced (default), paper and lean
     estimators, and their ratios.
@@ -173,7 +195,7 @@ def step_times(
     trainers = {}
     for name, (make, hard, env) in runs.items():
         build = lambda m=make, h=hard: make_trainer(  # noqa: E731
-            m(), x_ND, alpha, warm_steps, dev, precision, h, k_spread
+            m(), x_ND, alpha, warm_steps, dev, precision, h, k_spread, dead_frac
         )
         trainers[name] = (_with_env(env, build)(), env)
 
@@ -189,6 +211,7 @@ def step_times(
         "k_signal": k_signal,
         "sparse_decode_env": os.environ.get(SPARSE_DECODE_ENV, "auto"),
         "k_spread": k_spread,
+        "dead_frac": dead_frac,
         "k_hat_priced": k_hat_quantiles(trainers["softsae_priced"][0].sae, x_ND),
         "ms": {name: round(1000 * t, 2) for name, t in times.items()},
         "ratio_softsae_priced_over_topk": round(times["softsae_priced"] / times["topk"], 3),
@@ -234,6 +257,13 @@ def main() -> None:
         help="standard deviation of the SoftSAEs' k̂ logits (mean k̂ kept at K; 1: k̂ from about "
         "0.2·K to 3.5·K, as trained; 0: every k̂ about K, as an untrained estimator)",
     )
+    ap.add_argument(
+        "--dead-frac",
+        type=float,
+        default=0.1,
+        help="share of the latents held dead, AuxK on in every step as after a run's first 10M "
+        "inputs (0: AuxK off, as in a run's first 10M inputs and in rows before this flag)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     result = step_times(
@@ -249,6 +279,7 @@ def main() -> None:
         args.k_signal,
         args.encoder_grad,
         args.k_spread,
+        args.dead_frac,
     )
     emit_json(
         {

@@ -72,7 +72,8 @@ def test_steady_state_step_reads_nothing_back_on_cpu(name, hard, monkeypatch):
     Adam's step counters, which live on the host by design (probed outside the trace)."""
     if hard and not name.startswith("softsae"):
         pytest.skip("only SoftSAE has a hard phase")
-    monkeypatch.setenv("SOFTSAE_SOFT_TOPK_PATH", "fixed")
+    monkeypatch.setenv("SOFTSAE_SOFT_TOPK_PATH", "fixed")  # the paths CUDA takes by default
+    monkeypatch.setenv("SOFTSAE_AUXK_PATH", "fixed")
     trainer, x = _trainer(name, "cpu", hard)
     opt_step = trainer.opt.step
 
