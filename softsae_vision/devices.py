@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from softsae_vision.errors import SoftSAEError
@@ -26,3 +28,16 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SoftSAEError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return device
+
+
+def device_switch(env: str, on_cpu: str, elsewhere: str, device: torch.device) -> str:
+    """The setting an ``auto | <on_cpu> | <elsewhere>`` environment switch ``env`` picks for
+    ``device``: auto (the default, also when empty) takes ``on_cpu`` on a CPU, where reading a
+    number back to the host costs nothing, and ``elsewhere`` on other devices; any other value
+    is a clear error naming the switch."""
+    choice = os.environ.get(env, "auto").strip().lower() or "auto"
+    if choice not in ("auto", on_cpu, elsewhere):
+        raise SoftSAEError(f"{env}={choice!r} is not one of auto, {on_cpu}, {elsewhere}")
+    if choice == "auto":
+        return on_cpu if device.type == "cpu" else elsewhere
+    return choice

@@ -30,14 +30,13 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from softsae_vision.errors import SoftSAEError
+from softsae_vision.devices import device_switch
 from softsae_vision.ops import _inline_math as im
 from softsae_vision.ops._lapsum import LOG2, solve_threshold
 from softsae_vision.ops._row_blocks import by_row_blocks, row_chunks
 
 FAST_ENV = "SOFTSAE_SOFT_TOPK_FAST"
 PATH_ENV = "SOFTSAE_SOFT_TOPK_PATH"
-PATHS = ("auto", "adaptive", "fixed")
 _LOG_TAIL_TOL = -32 * LOG2  # accepted excluded mass, relative to min(1, Σφ of candidates)
 _MAX_WIDENINGS = 2
 
@@ -54,12 +53,7 @@ def planner(device: torch.device) -> str:
     or fixed. Both are exact; the adaptive plan reads a few numbers back to the host per call,
     which costs nothing on a CPU and stalls a GPU.
     """
-    choice = os.environ.get(PATH_ENV, "auto").strip().lower() or "auto"
-    if choice not in PATHS:
-        raise SoftSAEError(f"{PATH_ENV}={choice!r} is not one of {', '.join(PATHS)}")
-    if choice == "auto":
-        return "adaptive" if device.type == "cpu" else "fixed"
-    return choice
+    return device_switch(PATH_ENV, "adaptive", "fixed", device)
 
 
 @dataclass

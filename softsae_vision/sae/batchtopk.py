@@ -32,15 +32,15 @@ class BatchSelection:
     vals: Tensor  # (N,) its value
     offsets: Tensor  # (B,) where each row's entries start
 
-    @property
-    def selected(self) -> SelectedCodes:
-        """The kept entries as :class:`SelectedCodes`."""
-        return SelectedCodes.from_entries(self.rows, self.cols, self.vals, self.shape)
+    def selected(self, vals_N: Tensor | None = None) -> SelectedCodes:
+        """The kept entries as :class:`SelectedCodes`, with values ``vals_N`` if given."""
+        vals_N = self.vals if vals_N is None else vals_N
+        return SelectedCodes.from_entries(self.rows, self.cols, vals_N, self.shape)
 
     @functools.cached_property
     def codes(self) -> Tensor:
         """The codes (B, F), built on first use."""
-        return self.selected.dense()
+        return self.selected().dense()
 
 
 def batch_topk_sparse(z_BF: Tensor, k: float) -> BatchSelection:
@@ -120,8 +120,7 @@ class BatchTopKSAE(BaseSAE):
         vals_N = sel.vals if vals_N is None else vals_N
         if sparse_decode_enabled():
             return sparse_decode(sel.cols, vals_N, self.W_dec, sel.offsets) + self.b_dec
-        codes_BF = vals_N.new_zeros(sel.shape).index_put((sel.rows, sel.cols), vals_N)
-        return self.decode_normalized(codes_BF)
+        return self.decode_normalized(sel.selected(vals_N).dense())
 
     def selected_values(self, sel: BatchSelection, enc: SparseEncoding | None) -> Tensor:
         """The kept values (N,), read through ``enc`` (a sparse encoder gradient) if given.
@@ -136,4 +135,4 @@ class BatchTopKSAE(BaseSAE):
         z_BF = self.pre_acts(xn_BD) if enc is None else enc.z_BF
         sel = self.train_selection(z_BF)
         x_hat_BD = self.decode_selection(sel, self.selected_values(sel, enc))
-        return TrainOutput(x_hat_BD, sel.selected, z_BF, encoding=enc)
+        return TrainOutput(x_hat_BD, sel.selected(), z_BF, encoding=enc)

@@ -72,5 +72,5 @@ class MatryoshkaSAE(BatchTopKSAE):
         prefix_GBD = torch.stack(partials).cumsum(0) + self.b_dec  # (groups, B, d)
         prefix_losses_G = (prefix_GBD - xn_BD).pow(2).sum(-1).mean(-1)
         return TrainOutput(
-            prefix_GBD[-1], sel.selected, z_BF, recon_loss=prefix_losses_G.mean(), encoding=enc
+            prefix_GBD[-1], sel.selected(), z_BF, recon_loss=prefix_losses_G.mean(), encoding=enc
         )

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import Tensor
 
-from softsae_vision.errors import SoftSAEError
+from softsae_vision.devices import device_switch
 from softsae_vision.ops import batch_group
 from softsae_vision.ops.sparse_decode import sparse_decode
 from softsae_vision.ops.sparse_encode import SparseEncoding
@@ -19,7 +17,6 @@ def squared_error(x_hat_BD: Tensor, x_BD: Tensor) -> Tensor:
 
 
 AUXK_PATH_ENV = "SOFTSAE_AUXK_PATH"
-AUXK_PATHS = ("auto", "fixed", "compact")
 COMPACT_DEAD_SHARE = 0.5
 """The compact AuxK serves batches with at most this share of the latents dead (B 4096, d 384,
 F 4096, one thread: 38 / 101 / 245 / 426 ms against the fixed path's 350 / 382 / 446 / 467 ms
@@ -33,12 +30,7 @@ def auxk_path(device: torch.device) -> str:
     Both compute the same loss; the compact path reads the number of dead latents back to the
     host, which costs nothing on a CPU and stalls a GPU.
     """
-    choice = os.environ.get(AUXK_PATH_ENV, "auto").strip().lower() or "auto"
-    if choice not in AUXK_PATHS:
-        raise SoftSAEError(f"{AUXK_PATH_ENV}={choice!r} is not one of {', '.join(AUXK_PATHS)}")
-    if choice == "auto":
-        return "compact" if device.type == "cpu" else "fixed"
-    return choice
+    return device_switch(AUXK_PATH_ENV, "compact", "fixed", device)
 
 
 def auxk_loss(
