@@ -1,7 +1,7 @@
 """Runs launched by tests/training/test_ddp.py, under ``torchrun`` or as one process.
 
 python _ddp_script.py equal DATA OUT        several architectures, one sweep (train_many)
-python _ddp_script.py slow DATA OUT ARGS... ``softsae train ARGS`` with slow batches (killed)
+python _ddp_script.py slow DATA OUT ARGS... ``softsae train ARGS`` that stalls (killed)
 python _ddp_script.py mismatch DATA OUT     rank r asks for 10 + r steps (refused)
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +52,13 @@ def config():
     return TrainConfig(steps=16, batch_size=640, device="cpu", log_every=5, checkpoint_every=5)
 
 
-class SlowSource:
-    """A source whose batches after the first take ``delay`` seconds (to be killed mid-run)."""
+class StallingSource:
+    """A source that stops yielding after ``batches_before_stall`` batches and waits to be
+    killed: the run can neither finish nor write a later checkpoint, however slow the machine
+    (a run that merely slept between batches could end before the test killed it)."""
 
-    def __init__(self, inner, delay: float) -> None:
-        self.inner, self.delay, self.d = inner, delay, inner.d
+    def __init__(self, inner, batches_before_stall: int) -> None:
+        self.inner, self.stall_at, self.d = inner, batches_before_stall, inner.d
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -66,8 +68,8 @@ class SlowSource:
 
     def batches(self, batch_size, seed, start=0):
         for i, batch in enumerate(self.inner.batches(batch_size, seed, start)):
-            if i:
-                time.sleep(self.delay)
+            if i == self.stall_at:
+                threading.Event().wait()  # until SIGKILL
             yield batch
 
     def iter_eval(self, batch_size):
@@ -96,7 +98,9 @@ def main() -> int:
             args = build_parser().parse_args(["train", data, "--out", f"{out}/run", *sys.argv[4:]])
             source = ArraySource.from_npy(data)
             sae = build_sae(args, source.d)
-            train(sae, SlowSource(source, 0.5), build_config(args), run_dir=args.out)
+            cfg = build_config(args)  # stalls two batches after the first checkpoint
+            stall = StallingSource(source, cfg.checkpoint_every + 2)
+            train(sae, stall, cfg, run_dir=args.out)
         elif mode == "mismatch":
             from dataclasses import replace
 
