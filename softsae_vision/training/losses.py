@@ -17,10 +17,18 @@ def squared_error(x_hat_BD: Tensor, x_BD: Tensor) -> Tensor:
 
 
 AUXK_PATH_ENV = "SOFTSAE_AUXK_PATH"
-COMPACT_DEAD_SHARE = 0.5
-"""The compact AuxK serves batches with at most this share of the latents dead (B 4096, d 384,
-F 4096, one thread: 38 / 101 / 245 / 426 ms against the fixed path's 350 / 382 / 446 / 467 ms
-at 5 / 10 / 30 / 50 % dead, and 722 against 560 at 80 %)."""
+COMPACT_DEAD_PER_AUX = 12
+"""The compact AuxK serves batches with at most this many dead latents per k_aux.
+
+Its cost grows with the dead latents' columns (N·d per input: a recomputed encoder slice and
+one (B, N) × (N, d) product), the fixed path's mostly with the k_aux decoder rows it gathers
+per input (k_aux·d, plus a pass over the F latents): so the crossover is a number of dead
+latents in units of k_aux, not a share of F. ``benchmarks/bench_auxk.py`` (one thread, seven
+shapes from B 256, d 64, F 512 to B 4096, d 384, F 16384, k_aux = d/2) puts it between 11 and
+21·k_aux where there is one; at 12·k_aux the rule picks the faster path, or one within 3 %
+of it, at every share measured except the smallest shape's 80 % (5.6 against 3.8 ms). The
+share rule it replaces (compact up to half of F dead) was 1.2-1.8× slower at F 16384, d 384,
+30-50 % dead, and 2.2× slower at F 1536, d 768, 80 % dead."""
 
 
 def auxk_path(device: torch.device) -> str:
@@ -31,6 +39,11 @@ def auxk_path(device: torch.device) -> str:
     host, which costs nothing on a CPU and stalls a GPU.
     """
     return device_switch(AUXK_PATH_ENV, "compact", "fixed", device)
+
+
+def compact_serves(n_dead: int, k_aux: int) -> bool:
+    """Whether the compact path serves ``n_dead`` dead latents (see COMPACT_DEAD_PER_AUX)."""
+    return n_dead <= COMPACT_DEAD_PER_AUX * k_aux
 
 
 def auxk_loss(
@@ -53,7 +66,7 @@ def auxk_loss(
         dead_N = dead_F.nonzero().squeeze(1)  # a host read
         if len(dead_N) == 0:
             return residual_BD.new_zeros(())
-        if len(dead_N) <= COMPACT_DEAD_SHARE * len(dead_F):
+        if compact_serves(len(dead_N), k_aux):
             recon_BD = _dead_recon_compact(pre_acts_BF, dead_N, W_dec_FD, k_aux, encoding)
     if recon_BD is None:
         recon_BD = _dead_recon_fixed(pre_acts_BF, dead_F, W_dec_FD, k_aux, encoding)

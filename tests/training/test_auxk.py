@@ -7,7 +7,13 @@ from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops.sparse_encode import SparseEncoding
 from softsae_vision.sae import TopKSAE
 from softsae_vision.training import TrainConfig
-from softsae_vision.training.losses import AUXK_PATH_ENV, auxk_loss, auxk_path
+from softsae_vision.training.losses import (
+    AUXK_PATH_ENV,
+    COMPACT_DEAD_PER_AUX,
+    auxk_loss,
+    auxk_path,
+    compact_serves,
+)
 from softsae_vision.training.trainer import Trainer
 
 B, F, D, K_AUX = 32, 48, 8, 5
@@ -23,16 +29,16 @@ def _params(seed: int = 0):
     return xn, W_enc, b_enc, b_dec, W_dec
 
 
-def _loss_and_grads(path: str, dead_F: torch.Tensor, sparse: bool, monkeypatch):
+def _loss_and_grads(path: str, dead_F: torch.Tensor, sparse: bool, monkeypatch, k_aux=K_AUX):
     monkeypatch.setenv(AUXK_PATH_ENV, path)
     xn, W_enc, b_enc, b_dec, W_dec = _params()
     residual = torch.randn(B, D, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     if sparse:
         enc = SparseEncoding(xn, W_enc, b_enc, b_dec)
-        loss = auxk_loss(residual, enc.z_BF, dead_F, W_dec, K_AUX, enc)
+        loss = auxk_loss(residual, enc.z_BF, dead_F, W_dec, k_aux, enc)
     else:
         z = torch.relu(torch.addmm(b_enc, xn - b_dec, W_enc.T))
-        loss = auxk_loss(residual, z, dead_F, W_dec, K_AUX)
+        loss = auxk_loss(residual, z, dead_F, W_dec, k_aux)
     params = (W_enc, b_enc, b_dec, W_dec)
     if not loss.requires_grad:  # no dead latent: a constant 0
         return loss.detach(), *(torch.zeros_like(p) for p in params)
@@ -41,13 +47,14 @@ def _loss_and_grads(path: str, dead_F: torch.Tensor, sparse: bool, monkeypatch):
     )
 
 
-@pytest.mark.parametrize("n_dead", [0, 3, K_AUX, 17, 24, 40])  # none, ≤ k_aux, > k_aux, > F/2
+# none, ≤ k_aux, > k_aux, most of F; and, with k_aux 2, more than the compact path serves
+@pytest.mark.parametrize("n_dead, k_aux", [(0, 5), (3, 5), (5, 5), (17, 5), (40, 5), (40, 2)])
 @pytest.mark.parametrize("sparse", [True, False])
-def test_the_compact_path_equals_the_fixed_one(n_dead, sparse, monkeypatch):
+def test_the_compact_path_equals_the_fixed_one(n_dead, k_aux, sparse, monkeypatch):
     dead_F = torch.zeros(F, dtype=torch.bool)
     dead_F[torch.randperm(F, generator=torch.Generator().manual_seed(n_dead))[:n_dead]] = True
-    fixed = _loss_and_grads("fixed", dead_F, sparse, monkeypatch)
-    compact = _loss_and_grads("compact", dead_F, sparse, monkeypatch)
+    fixed = _loss_and_grads("fixed", dead_F, sparse, monkeypatch, k_aux)
+    compact = _loss_and_grads("compact", dead_F, sparse, monkeypatch, k_aux)
     for a, b in zip(fixed, compact, strict=True):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
     if n_dead:
@@ -57,6 +64,14 @@ def test_the_compact_path_equals_the_fixed_one(n_dead, sparse, monkeypatch):
         assert W_enc_grad[dead_F].abs().sum() > 0 and W_enc_grad[~dead_F].abs().sum() == 0
     else:
         assert fixed[0] == 0
+
+
+def test_the_compact_path_serves_up_to_a_multiple_of_k_aux_dead_latents():
+    """The crossover is counted in k_aux (bench_auxk.py), not as a share of the latents."""
+    assert compact_serves(COMPACT_DEAD_PER_AUX * 5, 5)
+    assert not compact_serves(COMPACT_DEAD_PER_AUX * 5 + 1, 5)
+    assert compact_serves(1536, 384)  # d 768, F 1536: every latent dead, still the faster path
+    assert not compact_serves(4915, 192)  # d 384, F 16384, 30 % dead: the fixed path is faster
 
 
 def test_the_path_follows_the_device_unless_asked(monkeypatch):
