@@ -6,10 +6,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from softsae_vision.errors import SoftSAEError
 from softsae_vision.ops import SelectedCodes, hard_topk_entries, hard_topk_sparse
+from softsae_vision.ops._soft_topk_plan import PATH_ENV
 from softsae_vision.ops.sparse_decode import SPARSE_DECODE_ENV
 from softsae_vision.sae import BatchTopKSAE, MatryoshkaSAE, ReLUSAE, SoftSAE, TopKSAE
 from softsae_vision.sae.base import StepContext
 from softsae_vision.training import TrainConfig
+from softsae_vision.training.losses import AUXK_PATH_ENV
 from softsae_vision.training.trainer import Trainer
 
 B, F, D = 24, 40, 8
@@ -95,6 +97,8 @@ def test_a_training_step_writes_no_dense_code_matrix(monkeypatch):
     tensors are the pre-activations: the codes, the fired latents and each row's L0 come from
     the kept entries."""
     monkeypatch.setenv(SPARSE_DECODE_ENV, "auto")
+    for switch in (PATH_ENV, AUXK_PATH_ENV):  # the CPU defaults: the adaptive soft top-k plan
+        monkeypatch.delenv(switch, raising=False)
     rows, latents = 32, 96
     x_BD = torch.randn(rows, D)
     for make in (

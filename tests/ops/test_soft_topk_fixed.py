@@ -27,6 +27,7 @@ def fixed(monkeypatch):
 
 
 def test_planner_switch(monkeypatch):
+    monkeypatch.delenv(PATH_ENV, raising=False)
     assert planner(torch.device("cpu")) == "adaptive"
     assert planner(torch.device("cuda")) == "fixed"
     monkeypatch.setenv(PATH_ENV, "adaptive")

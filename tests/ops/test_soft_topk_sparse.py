@@ -106,11 +106,12 @@ def test_float32_codes_are_bitwise_the_dense_product():
     torch.testing.assert_close(sparse[2], dense[2], atol=1e-6, rtol=1e-6)
 
 
-def test_each_row_keeps_only_the_candidates_that_matter():
+def test_each_row_keeps_only_the_candidates_that_matter(monkeypatch):
     """The first group is as wide as the largest k needs; a row with a small k keeps fewer
     entries (its other candidates' weights round to 0 and their share of ∂L/∂k is nil), and
     nothing else changes: ∂L/∂k included, though a candidate below a wide gap at the
-    threshold has a weight of 0 in float32 and half of ∂L/∂k."""
+    threshold has a weight of 0 in float32 and half of ∂L/∂k. (The adaptive plan's.)"""
+    monkeypatch.setenv(PATH_ENV, "adaptive")
     x, k, alpha = case_sparse()
     x, k = x.float(), k.float()
     width = plan_rows(x, k, alpha, fast=True).sparse[0].idx.shape[1]

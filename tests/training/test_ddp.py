@@ -31,6 +31,16 @@ TOLERANCE = 1e-4
 The two sum each gradient in a different order; from a random initialisation the rounding
 differences reach about 4e-5 on the smallest tensor (b_dec) within the run. A wrong reduction
 (a sum instead of a mean, a rank's rows missing) shows as differences of 1e-2 and more."""
+CHAOTIC_TOLERANCE = {"softsae-soft": 1e-3}
+"""Members that amplify rounding. The soft signal (k̂ learns through the soft top-k's ∂p/∂k̂,
+a spike of height ~1/α at each threshold) turns a relative 1e-7 change of the data into a
+2.7e-4 change of b_dec within these 16 steps (the other members: at most 2e-6), so the two
+runs' different summation orders can reach that too (2.6e-4 with the fixed soft top-k plan
+and the dense encoder gradient, the GPU defaults)."""
+
+
+def _tolerance(run: Path) -> float:
+    return CHAOTIC_TOLERANCE.get(run.name, TOLERANCE)
 
 
 def _env() -> dict[str, str]:
@@ -58,7 +68,7 @@ def _assert_same_weights(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys()
     for name, ta in wa.items():
         err = float((ta - wb[name]).norm() / ta.norm().clamp_min(1e-12))
-        assert err <= TOLERANCE, f"{a.name}: {name} differs by {err:.2e} (relative)"
+        assert err <= _tolerance(a), f"{a.name}: {name} differs by {err:.2e} (relative)"
 
 
 def _assert_same_metrics(a: Path, b: Path) -> None:
@@ -68,7 +78,8 @@ def _assert_same_metrics(a: Path, b: Path) -> None:
     for ra, rb in zip(la, lb, strict=True):
         for key, va in ra.items():
             if isinstance(va, float):
-                assert va == pytest.approx(rb[key], rel=1e-4, abs=1e-6), (a.name, ra["step"], key)
+                expected = pytest.approx(rb[key], rel=_tolerance(a), abs=1e-6)
+                assert va == expected, (a.name, ra["step"], key)
             else:
                 assert va == rb[key]
 
