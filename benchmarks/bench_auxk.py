@@ -59,12 +59,13 @@ def shape_times(
     for share in shares:
         dead_F = torch.zeros(F, dtype=torch.bool, device=device)
         dead_F[torch.randperm(F, generator=gen)[: max(1, round(share * F))].to(device)] = True
-        dead_N = dead_F.nonzero().squeeze(1)
+        n_dead = int(dead_F.sum())
 
-        def run(path: str, dead_F: torch.Tensor = dead_F, dead_N: torch.Tensor = dead_N) -> None:
+        def run(path: str, dead_F: torch.Tensor = dead_F) -> None:
             if path == "fixed":
                 recon_BD = _dead_recon_fixed(enc.z_BF, dead_F, W_dec_FD, k_aux, enc)
-            else:
+            else:  # the dead latents' indices, read back to the host as a step does
+                dead_N = dead_F.nonzero().squeeze(1)
                 recon_BD = _dead_recon_compact(enc.z_BF, dead_N, W_dec_FD, k_aux, enc)
             (recon_BD - residual_BD).pow(2).sum(-1).mean().backward()
             sync()
@@ -75,7 +76,7 @@ def shape_times(
             {"fixed": lambda: run("fixed"), "compact": lambda: run("compact")}, repeats
         )
         fixed_ms, compact_ms = secs["fixed"] * 1e3, secs["compact"] * 1e3
-        rule = "compact" if compact_serves(len(dead_N), k_aux) else "fixed"
+        rule = "compact" if compact_serves(n_dead, k_aux) else "fixed"
         faster = "compact" if compact_ms < fixed_ms else "fixed"
         rows.append(
             {

@@ -12,6 +12,9 @@ Sections (each also a benchmark of its own, which this script calls):
   Matryoshka and SoftSAE's hard phase the step with the dense encoder gradient over the one
   through the selected latents (bench_train_step.py --encoder-grad: above 1 means the sparse
   gradient should be the default on this device, see ops/sparse_encode.py);
+- ``auxk``: AuxK's fixed path against its compact one (the dead latents' columns only, which
+  reads their number back to the host) at 5 / 10 / 30 % dead latents (bench_auxk.py): on CUDA
+  the default is the fixed path, untimed there until this section runs;
 - ``extract``: extraction images/s against a bare forward of the same backbone at the same
   batch size (bench_extract.py).
 
@@ -40,7 +43,7 @@ from _common import emit_json
 from softsae_vision.devices import resolve_device
 from softsae_vision.training.precision import resolve_precision
 
-SECTIONS = ("train", "soft_topk", "step", "extract")
+SECTIONS = ("train", "soft_topk", "step", "auxk", "extract")
 
 
 def _device_name(dev: torch.device) -> str:
@@ -119,6 +122,16 @@ def _step(dev, precision, gpu: bool, quick: bool) -> list:
     ]
 
 
+def _auxk(dev, gpu: bool, quick: bool) -> dict:
+    """bench_auxk.py at the step section's shape: both AuxK paths' ms per dead share (fp32)."""
+    from bench_auxk import shape_times
+
+    B, d, F = (8192, 768, 16384) if gpu else (4096, 384, 4096)
+    if quick:
+        B, d, F = 512, 64, 512
+    return shape_times(B, d, F, [0.05, 0.1, 0.3], repeats=5 if gpu else 3, device=dev)
+
+
 def _extract(dev, gpu: bool, quick: bool) -> dict:
     """bench_extract.py's JSON (extraction against the bare forward and decoding alone)."""
     model = "timm/vit_base_patch16_224" if gpu else "timm/vit_small_patch16_224"
@@ -165,6 +178,7 @@ def main() -> None:
         "train": lambda: _train(dev, precision, gpu, args.quick),
         "soft_topk": lambda: _soft_topk(dev, gpu, args.quick),
         "step": lambda: _step(dev, precision, gpu, args.quick),
+        "auxk": lambda: _auxk(dev, gpu, args.quick),
         "extract": lambda: _extract(dev, gpu, args.quick),
     }
     for name, fn in runs.items():

@@ -38,5 +38,8 @@ def test_bench_gpu_quick_reports_every_section_on_cpu():
     assert all(case["ms"]["soft"] > 0 and case["soft/hard"] > 0 for case in cases)
     step = report["step"][0]
     assert step["ms"]["topk"] > 0 and step["ratio_softsae_priced_over_topk"] > 0
+    auxk = report["auxk"]["by_share"]
+    assert [r["dead_share"] for r in auxk] == [0.05, 0.1, 0.3]
+    assert all(r["fixed_ms"] > 0 and r["compact_ms"] > 0 for r in auxk)
     extract = report["extract"]
     assert extract["extract_images_per_s"] > 0 and extract["bare_images_per_s"] > 0
