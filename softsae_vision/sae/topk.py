@@ -41,10 +41,11 @@ class TopKSAE(BaseSAE):
         return hard_topk_sparse(z_BF, self.k, validate=False)
 
     def train_output(self, xn_BD: Tensor, ctx: StepContext) -> TrainOutput:
+        """The K kept entries only, with either encoder gradient (no dense (B, F) codes)."""
         enc = self.sparse_encoding(xn_BD)  # the encoder's gradient through the K kept latents
-        if enc is None:
-            return super().train_output(xn_BD, ctx)
-        idx_BK, vals_BK = hard_topk_entries(enc.z_BF, self.k, validate=False)
-        x_hat_BD = self.decode_sparse_normalized(idx_BK, enc.gather(idx_BK))
+        z_BF = self.pre_acts(xn_BD) if enc is None else enc.z_BF
+        idx_BK, vals_BK = hard_topk_entries(z_BF, self.k, validate=False)
+        decoded_BK = vals_BK if enc is None else enc.gather(idx_BK)
+        x_hat_BD = self.decode_sparse_normalized(idx_BK, decoded_BK)
         selected = SelectedCodes.from_rows(idx_BK, vals_BK, self.n_latents)
-        return TrainOutput(x_hat_BD, selected, enc.z_BF, encoding=enc)
+        return TrainOutput(x_hat_BD, selected, z_BF, encoding=enc)

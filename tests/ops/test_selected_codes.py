@@ -117,6 +117,30 @@ def test_a_training_step_writes_no_dense_code_matrix(monkeypatch):
         assert seen.ops == ["aten.addmm.default", "aten.relu.default"], type(sae).__name__
 
 
+def test_a_topk_step_with_the_dense_encoder_gradient_writes_no_dense_codes(monkeypatch):
+    """With the dense encoder gradient (the CUDA default) a TopK step's (B, F) tensors are the
+    pre-activations and their dense gradient only (topk's backward scatter, ReLU's backward):
+    no dense code matrix is built and thrown away."""
+    monkeypatch.setenv(SPARSE_DECODE_ENV, "decode")
+    monkeypatch.delenv(AUXK_PATH_ENV, raising=False)
+    rows, latents = 32, 96
+    x_BD = torch.randn(rows, D)
+    sae = TopKSAE(D, latents, k=4)
+    sae.fit_normalization(x_BD)
+    cfg = TrainConfig(steps=100, batch_size=rows, hard_frac=0.0, k_anneal_frac=0.0)
+    trainer = Trainer(sae, cfg, torch.device("cpu"))
+    trainer.train_step(x_BD)
+    with DenseOps((rows, latents)) as seen:
+        trainer.train_step(x_BD, stats=True)
+    assert seen.ops == [
+        "aten.addmm.default",
+        "aten.relu.default",
+        "aten.new_zeros.default",  # topk's backward: the gradient of z, dense
+        "aten.scatter.src",
+        "aten.threshold_backward.default",
+    ]
+
+
 class DenseOps(TorchDispatchMode):
     """Records the ops that write a tensor of ``shape``, new or in place (views are free)."""
 
